@@ -1,0 +1,43 @@
+"""The Action base class that built-in actions and extensions subclass (SPEC section 8).
+
+One Action object is made for each fire of a plan: ``Action(ts, plan, action, params)``,
+then ``execute()`` is awaited by the runner, which owns timeouts, retries, status and
+counters, so an action only talks to its target.
+"""
+
+from typing import Any, Dict
+
+from ..error import ActionExecuteRetry
+
+
+class ExecuteActionError(Exception):
+    """A final failure of an action (kept from 0.1.x; any exception but a retry is final)."""
+
+
+class Action:
+    """Subclass and implement ``execute``.
+
+    ``execute`` may be ``async def``, a Tornado ``gen.coroutine`` or a plain function (a
+    plain one runs on the IOLoop, so it must not block). Raise
+    :class:`forsun.error.ActionExecuteRetry` for failures a later attempt may fix.
+    """
+
+    def __init__(self, ts: int, plan: Any, action: str, params: Dict[str, str]):
+        self.ts = ts
+        self.plan = plan
+        self.action = action
+        self.params = params
+
+    @classmethod
+    def init(cls) -> None:
+        """Called once when the action class is registered; prepare shared resources here."""
+
+    @classmethod
+    def uninit(cls) -> None:
+        """Called once at a clean stop; close pools here (may be a coroutine)."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError()
+
+
+__all__ = ["Action", "ActionExecuteRetry", "ExecuteActionError"]

@@ -1,0 +1,169 @@
+"""The core: creating, replacing, removing, listing and firing plans (SPEC section 1).
+
+Servers translate wire formats into calls here; the timer calls :meth:`Forsun.fire_second`
+for each second to handle. The core talks to the store only through the Store contract and
+hands due plans to the ActionRunner without waiting for their actions.
+"""
+
+import asyncio
+import logging
+import time
+from datetime import tzinfo
+from typing import Any, Dict, List, Optional
+
+from . import action as actions
+from . import crontime
+from .action.runner import ActionRunner
+from .error import (ForsunError, NotFoundPlanError, RemovePlanError, StorePlanError,
+                    UnknownActionError)
+from .plan import I16_MAX, I32_MAX, Plan
+from .status import ForsunStatus, forsun_status
+from .store.store import Store
+
+log = logging.getLogger("forsun")
+
+# Due plans are read, rescheduled and dispatched in batches of this size, yielding to the
+# IOLoop between batches: 100,000 plans due in one second never freeze request handling.
+FIRE_BATCH = 1000
+
+
+class Forsun:
+    def __init__(self, settings: Any, store: Store, status: ForsunStatus = forsun_status,
+                 runner: Optional[ActionRunner] = None):
+        self.settings = settings
+        self.store = store
+        self.status = status
+        self.tz: tzinfo = crontime.resolve_timezone(settings.get("TIMEZONE"))
+        self.runner = runner or ActionRunner(settings, status, store)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def create(self, key: str, second: int, minute: int = -1, hour: int = -1,
+                     day: int = -1, month: int = -1, week: int = -1, action: str = "shell",
+                     params: Optional[Dict[str, str]] = None, count: int = 0) -> Plan:
+        """Creates (or replaces) a fixed-time plan; the Thrift ``create`` call."""
+        plan = Plan.build(key, False, second, minute, hour, day, month, week, count, action,
+                          params, now=int(time.time()), tz=self.tz, created_time=time.time())
+        return await self.create_plan(plan)
+
+    async def create_timeout(self, key: str, second: int, minute: int = -1, hour: int = -1,
+                             day: int = -1, month: int = -1, week: int = -1, count: int = 1,
+                             action: str = "shell",
+                             params: Optional[Dict[str, str]] = None) -> Plan:
+        """Creates (or replaces) a delay plan; the Thrift ``createTimeout`` call."""
+        plan = Plan.build(key, True, second, minute, hour, day, month, week, count, action,
+                          params, now=int(time.time()), tz=self.tz, created_time=time.time())
+        return await self.create_plan(plan)
+
+    async def create_plan(self, plan: Plan) -> Plan:
+        """Stores a validated plan, replacing (and cancelling) any plan with the same key."""
+        if not actions.has_action(plan.action):
+            raise UnknownActionError("unknown action %r; known actions: %s"
+                                     % (plan.action, ", ".join(actions.get_action_names())))
+        try:
+            old = await self.store.put_plan(plan)
+        except ForsunError:
+            raise
+        except Exception as e:
+            log.error("storing plan %s failed: %s", plan.key, e)
+            raise StorePlanError("storing the plan failed: %s" % e) from e
+        if plan.is_time_out:
+            self.status.create_timeouted_count += 1
+        else:
+            self.status.created_count += 1
+        if old is None:
+            self.status.plan_count += 1
+        return plan
+
+    async def remove_plan(self, key: str) -> Plan:
+        try:
+            plan = await self.store.take_plan(key)
+        except ForsunError:
+            raise
+        except Exception as e:
+            log.error("removing plan %s failed: %s", key, e)
+            raise RemovePlanError("removing the plan failed: %s" % e) from e
+        if plan is None:
+            raise NotFoundPlanError("plan %r not found" % key)
+        self.status.removed_count += 1
+        self.status.plan_count -= 1
+        return plan
+
+    async def get_plan(self, key: str) -> Plan:
+        plan = await self._read(self.store.get_plan(key))
+        if plan is None:
+            raise NotFoundPlanError("plan %r not found" % key)
+        return plan
+
+    async def get_keys(self, prefix: str = "") -> List[str]:
+        return list(await self._read(self.store.get_plan_keys(prefix or "")))
+
+    async def get_time_plans(self, ts: int) -> List[Plan]:
+        """The plans due at second ``ts``; ``getTime``/``getCurrent``."""
+        keys = list(dict.fromkeys(await self._read(self.store.get_time_plans(ts))))
+        plans = await self._read(self.store.get_plans(keys))
+        return [plan for plan in plans if plan is not None and plan.next_time == ts]
+
+    async def count_plans(self) -> int:
+        count = await self._read(self.store.count_plans())
+        return self.status.plan_count if count is None else count
+
+    async def _read(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except ForsunError:
+            raise
+        except Exception as e:
+            log.error("reading the store failed: %s", e)
+            raise StorePlanError("reading the store failed: %s" % e) from e
+
+    # -- firing -----------------------------------------------------------------------------
+
+    async def fire_second(self, ts: int) -> int:
+        """Fires every plan due at ``ts``; returns how many fired.
+
+        Each due plan gets last_timeout, current_count and its next fire (counted from the
+        later of ``ts`` and now, so a late or caught-up second does not cause a burst of
+        repeats), is rescheduled or removed, then its action starts. A store failure
+        raises, and the timer handles ``ts`` again later: nothing is skipped.
+        """
+        status = self.status
+        status.timeout_handling_count += 1
+        try:
+            keys = list(dict.fromkeys(await self.store.get_time_plans(ts)))
+            after = max(ts, int(time.time()))
+            fired = 0
+            for start in range(0, len(keys), FIRE_BATCH):
+                if start:
+                    await asyncio.sleep(0)
+                fired += await self._fire_batch(ts, keys[start:start + FIRE_BATCH], after)
+            await self.store.delete_time_plans(ts)
+            status.timeout_handled_count += 1
+            return fired
+        finally:
+            status.timeout_handling_count -= 1
+
+    async def _fire_batch(self, ts: int, keys: List[str], after: int) -> int:
+        rescheduled: List[Plan] = []
+        finished: List[str] = []
+        due: List[Plan] = []
+        for plan in await self.store.get_plans(keys):
+            if plan is None or plan.next_time != ts:
+                continue  # removed, replaced or rescheduled since it was indexed
+            plan.last_timeout = ts
+            if plan.current_count < I16_MAX:
+                plan.current_count += 1
+            next_time = plan.compute_next_time(after, self.tz)
+            if next_time is None or next_time > I32_MAX:
+                finished.append(plan.key)
+            else:
+                plan.next_time = next_time
+                rescheduled.append(plan)
+            due.append(plan)
+        if not due:
+            return 0
+        await self.store.commit_fired(ts, rescheduled, finished)
+        self.status.plan_count -= len(finished)
+        for plan in due:
+            self.runner.run(ts, plan)
+        return len(due)

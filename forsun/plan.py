@@ -1,0 +1,235 @@
+"""The plan model: a named timer with an action (SPEC section 1).
+
+A :class:`Plan` is a short-lived object: servers build one from a request, the core
+computes its times, stores keep it in whatever compact form suits them (the mem store keeps
+:meth:`Plan.pack` bytes, not Plan objects, so ten million plans fit in a few GB).
+
+Times are Unix seconds (UTC). Fixed-time plans are matched in a timezone (default UTC) by
+:mod:`forsun.crontime`; delay plans repeat every :meth:`Plan.interval` seconds.
+"""
+
+import uuid
+from datetime import tzinfo
+from typing import Any, Dict, Mapping, Optional
+
+import msgpack
+
+from . import crontime
+from .error import InvalidArgumentError, WillNeverArriveTimeError
+
+TIME_FIELDS = ("second", "minute", "hour", "day", "month", "week")
+
+# Field order of the packed form; never reorder (mem store journals and dumps hold it).
+_PACKED_FIELDS = ("is_time_out", "second", "minute", "hour", "day", "month", "week", "status",
+                  "count", "current_count", "next_time", "last_timeout", "created_time",
+                  "action", "params")
+
+FIELDS = ("key",) + _PACKED_FIELDS
+
+I16_MIN, I16_MAX = -(1 << 15), (1 << 15) - 1
+I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+
+_DELAY_UNITS = (("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400),
+                ("month", 30 * 86400), ("week", 7 * 86400))
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return value if isinstance(value, str) else str(value)
+
+
+class Plan:
+    __slots__ = FIELDS
+
+    def __init__(self, key: str, is_time_out: bool = False, second: int = -1, minute: int = -1,
+                 hour: int = -1, day: int = -1, month: int = -1, week: int = -1,
+                 status: int = 0, count: int = 0, current_count: int = 0, next_time: int = 0,
+                 last_timeout: int = 0, created_time: float = 0.0, action: str = "shell",
+                 params: Optional[Dict[str, str]] = None):
+        self.key = key
+        self.is_time_out = is_time_out
+        self.second = second
+        self.minute = minute
+        self.hour = hour
+        self.day = day
+        self.month = month
+        self.week = week
+        self.status = status
+        self.count = count
+        self.current_count = current_count
+        self.next_time = next_time
+        self.last_timeout = last_timeout
+        self.created_time = created_time
+        self.action = action
+        self.params = params if params is not None else {}
+
+    # -- time ---------------------------------------------------------------------------
+
+    def interval(self) -> int:
+        """Seconds between fires of a delay plan; each field counts only when >= 0."""
+        return sum(getattr(self, name) * unit for name, unit in _DELAY_UNITS
+                   if getattr(self, name) >= 0)
+
+    def is_one_shot(self) -> bool:
+        """A fixed-time plan with second..month all fixed fires once (SPEC section 1)."""
+        return not self.is_time_out and min(self.second, self.minute, self.hour, self.day,
+                                            self.month) >= 0
+
+    def compute_next_time(self, after: int, tz: Optional[tzinfo] = None) -> Optional[int]:
+        """The next fire strictly after ``after``, or None once the plan is finished.
+
+        ``after`` is the later of the second just fired and the present, so a plan that
+        missed fires while the server was down continues from now (no burst of repeats).
+        """
+        if self.count > 0 and self.current_count >= self.count:
+            return None
+        if self.is_time_out:
+            return after + self.interval()
+        if self.current_count > 0 and self.is_one_shot():
+            return None
+        return crontime.next_fixed_time(self.second, self.minute, self.hour, self.day,
+                                        self.month, self.week, after, tz)
+
+    # -- building from user input --------------------------------------------------------
+
+    @classmethod
+    def build(cls, key: Any, is_time_out: bool, second: Any = -1, minute: Any = -1,
+              hour: Any = -1, day: Any = -1, month: Any = -1, week: Any = -1, count: Any = 0,
+              action: Any = "shell", params: Any = None, now: int = 0,
+              tz: Optional[tzinfo] = None, created_time: float = 0.0) -> "Plan":
+        """Validates user input (from Thrift, HTTP or the CLI) into a plan with its next_time.
+
+        The one place where requests are checked, so every front end gives the same error
+        for the same input: 1007 for a missing or mistyped argument, 1002 for times that
+        never arrive. Whether the action exists is the core's check (1006).
+        """
+        if key is None:
+            key = ""
+        if not isinstance(key, str):
+            raise InvalidArgumentError("key must be a string, got %s" % type(key).__name__)
+        if len(key.encode("utf-8", "surrogatepass")) > 1024:
+            raise InvalidArgumentError("key is longer than 1024 bytes")
+        values = {}
+        for name, value in zip(TIME_FIELDS, (second, minute, hour, day, month, week)):
+            values[name] = _check_int(name, value, I16_MIN, I16_MAX)
+        count = _check_int("count", count, 0, I16_MAX)
+        if not isinstance(action, str) or not action:
+            raise InvalidArgumentError("action must be a non-empty string")
+        params = _check_params(params)
+        plan = cls(key or uuid.uuid4().hex, bool(is_time_out), count=count, action=action,
+                   params=params, created_time=created_time or float(now), **values)
+        if plan.is_time_out:
+            interval = plan.interval()
+            if interval < 1:
+                raise WillNeverArriveTimeError(
+                    "the delay is %d seconds; a delay plan needs at least 1 second" % interval)
+            plan.next_time = now + interval
+        else:
+            crontime.check_fields(**values)
+            next_time = crontime.next_fixed_time(plan.second, plan.minute, plan.hour,
+                                                 plan.day, plan.month, plan.week, now, tz)
+            if next_time is None:
+                raise WillNeverArriveTimeError(
+                    "no date matches second=%d minute=%d hour=%d day=%d month=%d week=%d"
+                    % tuple(values[name] for name in TIME_FIELDS))
+            plan.next_time = next_time
+        if plan.next_time > I32_MAX:
+            raise WillNeverArriveTimeError("the next fire time is beyond the year 2038")
+        return plan
+
+    # -- encodings -----------------------------------------------------------------------
+
+    def pack(self) -> bytes:
+        """The compact form the mem store keeps (the key is kept beside it, not inside)."""
+        return _packer.pack([self.is_time_out, self.second, self.minute, self.hour, self.day,
+                             self.month, self.week, self.status, self.count,
+                             self.current_count, self.next_time, self.last_timeout,
+                             self.created_time, self.action, self.params])
+
+    @classmethod
+    def unpack(cls, key: str, data: bytes) -> "Plan":
+        return cls(key, *msgpack.unpackb(data, raw=False))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The field map used on the wire (HTTP), in dump files and in Redis."""
+        return {name: getattr(self, name) for name in FIELDS}
+
+    def dumps(self) -> bytes:
+        """msgpack map with the field names, as forsun 0.1.x wrote plans."""
+        return msgpack.packb(self.to_dict(), use_bin_type=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[Any, Any]) -> "Plan":
+        """Reads a field map, tolerating 0.1.x encodings (raw bytes for every string)."""
+        fields = {_text(k): v for k, v in data.items()}
+        params = fields.get("params") or {}
+        if not isinstance(params, Mapping):
+            params = {}
+        return cls(
+            key=_text(fields.get("key", "")),
+            is_time_out=bool(fields.get("is_time_out", False)),
+            second=int(fields.get("second", -1)),
+            minute=int(fields.get("minute", -1)),
+            hour=int(fields.get("hour", -1)),
+            day=int(fields.get("day", -1)),
+            month=int(fields.get("month", -1)),
+            week=int(fields.get("week", -1)),
+            status=int(fields.get("status", 0) or 0),
+            count=int(fields.get("count", 0) or 0),
+            current_count=int(fields.get("current_count", 0) or 0),
+            next_time=int(fields.get("next_time", 0) or 0),
+            last_timeout=int(fields.get("last_timeout", 0) or 0),
+            created_time=float(fields.get("created_time", 0) or 0),
+            action=_text(fields.get("action", "shell")),
+            params={_text(k): _text(v) for k, v in params.items()},
+        )
+
+    @classmethod
+    def loads(cls, data: bytes) -> "Plan":
+        """Decodes :meth:`dumps` output, including 0.1.x raw-string blobs."""
+        return cls.from_dict(msgpack.unpackb(data, raw=True, strict_map_key=False))
+
+    def copy(self) -> "Plan":
+        return Plan(*(getattr(self, name) for name in FIELDS))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Plan) and all(
+            getattr(self, name) == getattr(other, name) for name in FIELDS)
+
+    def __repr__(self) -> str:
+        return "Plan(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in FIELDS)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise InvalidArgumentError("%s must be an integer, got %r" % (name, value))
+    if not low <= value <= high:
+        raise InvalidArgumentError("%s must be between %d and %d, got %d" % (name, low, high, value))
+    return value
+
+
+MAX_PARAMS_BYTES = 64 * 1024
+
+
+def _check_params(params: Any) -> Dict[str, str]:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise InvalidArgumentError("params must be an object of strings")
+    checked = {}
+    size = 0
+    for name, value in params.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidArgumentError("params must map strings to strings; %r is %s"
+                                       % (name, type(value).__name__))
+        size += len(name) + len(value)
+        checked[name] = value
+    if size > MAX_PARAMS_BYTES:
+        raise InvalidArgumentError("params are larger than %d bytes" % MAX_PARAMS_BYTES)
+    return checked

@@ -1,0 +1,143 @@
+"""The Store contract: what the core needs from wherever plans live.
+
+Store authors (extensions registering a store with ``register_store``) implement the basic
+methods, which are those of forsun 0.1.x so existing custom stores keep working. The core
+calls the batch methods further down; their default implementations are built on the
+basic ones, and built-in stores override them where one round trip can do the work of many.
+
+Every method may be ``async def``, a Tornado ``gen.coroutine`` or a plain function; the core
+awaits whatever comes back. A store must keep a plan and its time-index entry together:
+the time index maps a second to the keys of the plans due then, and may hold stale keys
+(the core checks each plan's ``next_time`` before firing it).
+"""
+
+from typing import Iterable, List, Optional
+
+from ..plan import Plan
+from ..utils import maybe_await
+
+
+class Store:
+    """Base class for stores. ``settings`` is the daemon's :class:`forsun.config.Settings`."""
+
+    name = ""
+
+    def __init__(self, settings=None, *args, **kwargs):
+        self.settings = settings
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def init(self) -> None:
+        """Called once the IOLoop runs, before the servers accept requests."""
+
+    async def uninit(self) -> None:
+        """Called at a clean stop; flush everything here."""
+
+    # -- basic methods (the 0.1.x contract) --------------------------------------------------
+
+    async def get_current(self) -> int:
+        """The last second the timer handled, 0 if none: the timer catches up from here."""
+        raise NotImplementedError()
+
+    async def set_current(self, current_time: int) -> None:
+        raise NotImplementedError()
+
+    async def get_plan(self, key: str) -> Optional[Plan]:
+        raise NotImplementedError()
+
+    async def set_plan(self, plan: Plan) -> None:
+        """Stores the plan under ``plan.key``, replacing what was there."""
+        raise NotImplementedError()
+
+    async def remove_plan(self, key: str) -> None:
+        raise NotImplementedError()
+
+    async def has_plan(self, key: str) -> bool:
+        return (await maybe_await(self.get_plan(key))) is not None
+
+    async def add_time_plan(self, next_time: int, key: str) -> None:
+        """Adds ``key`` to the plans due at second ``next_time``."""
+        raise NotImplementedError()
+
+    async def remove_time_plan(self, next_time: int, key: str) -> None:
+        raise NotImplementedError()
+
+    async def get_time_plans(self, ts: int) -> List[str]:
+        """Keys due at second ``ts`` (may contain stale or repeated keys)."""
+        raise NotImplementedError()
+
+    async def delete_time_plans(self, ts: int) -> None:
+        """Forgets second ``ts`` once it has been handled."""
+        raise NotImplementedError()
+
+    async def get_time_plan(self, next_time: int, key: str) -> int:
+        """0.1.x status lookup; stores that keep the status inside the plan may leave it."""
+        return 0
+
+    async def set_time_plan(self, next_time: int, key: str, status: int) -> None:
+        return None
+
+    async def get_plan_keys(self, prefix: str = "") -> List[str]:
+        raise NotImplementedError()
+
+    # -- batch methods the core calls (defaults built on the basic ones) ---------------------
+
+    async def count_plans(self) -> Optional[int]:
+        """How many plans are held, or None when the store cannot tell cheaply."""
+        return None
+
+    async def get_plans(self, keys: List[str]) -> List[Optional[Plan]]:
+        return [await maybe_await(self.get_plan(key)) for key in keys]
+
+    async def put_plan(self, plan: Plan) -> Optional[Plan]:
+        """Creates or replaces the plan with its time-index entry; returns the replaced one.
+
+        Replacing cancels the old plan's pending fire: its time-index entry goes, and
+        even a stale entry left behind no longer matches the new plan's next_time.
+        """
+        old = await maybe_await(self.get_plan(plan.key))
+        if old is not None and old.next_time != plan.next_time:
+            await maybe_await(self.remove_time_plan(old.next_time, plan.key))
+        await maybe_await(self.set_plan(plan))
+        await maybe_await(self.add_time_plan(plan.next_time, plan.key))
+        return old
+
+    async def take_plan(self, key: str) -> Optional[Plan]:
+        """Removes the plan and its time-index entry; returns it, or None if absent."""
+        old = await maybe_await(self.get_plan(key))
+        if old is None:
+            return None
+        await maybe_await(self.remove_time_plan(old.next_time, key))
+        await maybe_await(self.remove_plan(key))
+        return old
+
+    async def commit_fired(self, ts: int, rescheduled: List[Plan], finished: List[str]) -> None:
+        """Records one batch of fires of second ``ts``.
+
+        ``rescheduled`` plans carry their new next_time, last_timeout and current_count;
+        ``finished`` plans fired for the last time and are removed.
+        """
+        for plan in rescheduled:
+            await maybe_await(self.set_plan(plan))
+            await maybe_await(self.add_time_plan(plan.next_time, plan.key))
+        for key in finished:
+            await maybe_await(self.remove_plan(key))
+
+    async def set_status(self, key: str, ts: int, status: int) -> None:
+        """Records the outcome of the fire of ``key`` at ``ts`` (1 ok, -1 failed).
+
+        Ignored when the plan is gone or has been replaced or fired again since.
+        """
+        await maybe_await(self.set_time_plan(ts, key, status))
+        plan = await maybe_await(self.get_plan(key))
+        if plan is not None and plan.last_timeout == ts and plan.status != status:
+            plan.status = status
+            await maybe_await(self.set_plan(plan))
+
+    async def due_seconds(self, first: int, last: int) -> Iterable[int]:
+        """The seconds in [first, last] that may have plans due, in order.
+
+        The timer asks this when catching up after a restart; a store that can list its
+        non-empty seconds saves walking each second of a long outage.
+        """
+        return range(first, last + 1)

@@ -1,0 +1,44 @@
+from setuptools import find_packages, setup
+
+with open("forsun/version.py") as fp:
+    version = fp.read().split('version = "')[1].split('"')[0]
+
+setup(
+    name="forsun",
+    version=version,
+    description="A high-performance timed-task service: delay and crontab-like plans firing "
+                "shell, HTTP, Redis, Thrift, beanstalk and MySQL actions",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=find_packages(exclude=("tests", "tests.*")),
+    python_requires=">=3.9",
+    install_requires=[
+        "tornado>=6.1",
+        "thrift>=0.16",
+        "redis[hiredis]>=5.0",
+        "PyMySQL>=1.0",
+        "greenstalk>=2.0",
+        "msgpack>=1.0",
+        "psutil>=5.8",
+        "tzdata; platform_system == 'Windows'",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "pytest-tornado>=0.8",
+            "setuptools<82",
+            "croniter>=2",
+            "hypothesis>=6",
+            "pexpect>=4.8",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "forsund = forsun.daemon:run",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Tornado",
+    ],
+)
