@@ -45,6 +45,10 @@ _CONVERTERS: Dict[type, Callable[[Any], Any]] = {
 }
 
 
+_EXPECTED = {int: "a whole number", float: "a number", str: "a string",
+             bool: "true or false", list: "a ';'-separated list"}
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -71,8 +75,9 @@ class Setting:
     def convert(self, value: Any, origin: str) -> Any:
         try:
             return _CONVERTERS[self.type](value)
-        except (TypeError, ValueError) as e:
-            raise ConfigError("invalid value %r for %s (%s): %s" % (value, self.name, origin, e))
+        except (TypeError, ValueError):
+            raise ConfigError("invalid value %r for %s (%s): expected %s"
+                              % (value, self.name, origin, _EXPECTED[self.type])) from None
 
 
 SETTINGS: Dict[str, Setting] = {}

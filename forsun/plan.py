@@ -32,13 +32,18 @@ I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 _DELAY_UNITS = (("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400),
                 ("month", 30 * 86400), ("week", 7 * 86400))
 
-_packer = msgpack.Packer(use_bin_type=True)
+# surrogateescape: 0.1.x files may hold strings that are not UTF-8; they round-trip as is.
+_packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
 
 
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogateescape")
     return value if isinstance(value, str) else str(value)
+
+
+def _int(value: Any, default: int) -> int:
+    return default if value is None else int(value)
 
 
 class Plan:
@@ -151,7 +156,7 @@ class Plan:
 
     @classmethod
     def unpack(cls, key: str, data: bytes) -> "Plan":
-        return cls(key, *msgpack.unpackb(data, raw=False))
+        return cls(key, *msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape"))
 
     def to_dict(self) -> Dict[str, Any]:
         """The field map used on the wire (HTTP), in dump files and in Redis."""
@@ -159,7 +164,7 @@ class Plan:
 
     def dumps(self) -> bytes:
         """msgpack map with the field names, as forsun 0.1.x wrote plans."""
-        return msgpack.packb(self.to_dict(), use_bin_type=True)
+        return _packer.pack(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: Mapping[Any, Any]) -> "Plan":
@@ -169,21 +174,21 @@ class Plan:
         if not isinstance(params, Mapping):
             params = {}
         return cls(
-            key=_text(fields.get("key", "")),
-            is_time_out=bool(fields.get("is_time_out", False)),
-            second=int(fields.get("second", -1)),
-            minute=int(fields.get("minute", -1)),
-            hour=int(fields.get("hour", -1)),
-            day=int(fields.get("day", -1)),
-            month=int(fields.get("month", -1)),
-            week=int(fields.get("week", -1)),
-            status=int(fields.get("status", 0) or 0),
-            count=int(fields.get("count", 0) or 0),
-            current_count=int(fields.get("current_count", 0) or 0),
-            next_time=int(fields.get("next_time", 0) or 0),
-            last_timeout=int(fields.get("last_timeout", 0) or 0),
-            created_time=float(fields.get("created_time", 0) or 0),
-            action=_text(fields.get("action", "shell")),
+            key=_text(fields.get("key") or ""),
+            is_time_out=bool(fields.get("is_time_out")),
+            second=_int(fields.get("second"), -1),
+            minute=_int(fields.get("minute"), -1),
+            hour=_int(fields.get("hour"), -1),
+            day=_int(fields.get("day"), -1),
+            month=_int(fields.get("month"), -1),
+            week=_int(fields.get("week"), -1),
+            status=_int(fields.get("status"), 0),
+            count=_int(fields.get("count"), 0),
+            current_count=_int(fields.get("current_count"), 0),
+            next_time=_int(fields.get("next_time"), 0),
+            last_timeout=_int(fields.get("last_timeout"), 0),
+            created_time=float(fields.get("created_time") or 0),
+            action=_text(fields.get("action") or "shell"),
             params={_text(k): _text(v) for k, v in params.items()},
         )
 
@@ -191,9 +196,6 @@ class Plan:
     def loads(cls, data: bytes) -> "Plan":
         """Decodes :meth:`dumps` output, including 0.1.x raw-string blobs."""
         return cls.from_dict(msgpack.unpackb(data, raw=True, strict_map_key=False))
-
-    def copy(self) -> "Plan":
-        return Plan(*(getattr(self, name) for name in FIELDS))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Plan) and all(
