@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 from datetime import tzinfo
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import action as actions
 from . import crontime
@@ -29,8 +29,9 @@ FIRE_BATCH = 1000
 
 class Forsun:
     def __init__(self, settings: Any, store: Store, status: ForsunStatus = forsun_status,
-                 runner: Optional[ActionRunner] = None):
+                 runner: Optional[ActionRunner] = None, clock: Callable[[], float] = time.time):
         self.settings = settings
+        self.clock = clock
         self.store = store
         self.status = status
         self.tz: tzinfo = crontime.resolve_timezone(settings.get("TIMEZONE"))
@@ -43,7 +44,7 @@ class Forsun:
                      params: Optional[Dict[str, str]] = None, count: int = 0) -> Plan:
         """Creates (or replaces) a fixed-time plan; the Thrift ``create`` call."""
         plan = Plan.build(key, False, second, minute, hour, day, month, week, count, action,
-                          params, now=int(time.time()), tz=self.tz, created_time=time.time())
+                          params, now=int(self.clock()), tz=self.tz, created_time=self.clock())
         return await self.create_plan(plan)
 
     async def create_timeout(self, key: str, second: int, minute: int = -1, hour: int = -1,
@@ -52,7 +53,7 @@ class Forsun:
                              params: Optional[Dict[str, str]] = None) -> Plan:
         """Creates (or replaces) a delay plan; the Thrift ``createTimeout`` call."""
         plan = Plan.build(key, True, second, minute, hour, day, month, week, count, action,
-                          params, now=int(time.time()), tz=self.tz, created_time=time.time())
+                          params, now=int(self.clock()), tz=self.tz, created_time=self.clock())
         return await self.create_plan(plan)
 
     async def create_plan(self, plan: Plan) -> Plan:
@@ -131,7 +132,7 @@ class Forsun:
         status.timeout_handling_count += 1
         try:
             keys = list(dict.fromkeys(await self.store.get_time_plans(ts)))
-            after = max(ts, int(time.time()))
+            after = max(ts, int(self.clock()))
             fired = 0
             for start in range(0, len(keys), FIRE_BATCH):
                 if start:
