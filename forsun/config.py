@@ -12,6 +12,7 @@ passed in, so tests can build several services in one process.
 """
 
 import configparser
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
@@ -141,6 +142,21 @@ define("EXTENSION_PATH", "")
 define("EXTENSIONS", [], "module.Class entries, ';'-separated in files and the environment")
 
 
+# Modules that define settings of their own, next to the code that reads them. They are
+# imported before settings are resolved, so the environment and conf files can set them.
+SETTING_MODULES = (
+    "forsun.action.action",
+    "forsun.store.drivers.mem",
+    "forsun.store.drivers.redis",
+    "forsun.servers.http.server",
+)
+
+
+def load_definitions() -> None:
+    for name in SETTING_MODULES:
+        importlib.import_module(name)
+
+
 class Settings:
     """The resolved value of every setting; build with :meth:`load`."""
 
@@ -196,6 +212,7 @@ class Settings:
     def load(cls, flags: Optional[Mapping[str, Any]] = None, conf_file: Optional[str] = None,
              environ: Optional[Mapping[str, str]] = None) -> "Settings":
         """defaults < environment < conf file < flags (SPEC section 5)."""
+        load_definitions()
         settings = cls()
         settings.load_environ(os.environ if environ is None else environ)
         if conf_file:

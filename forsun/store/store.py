@@ -5,10 +5,21 @@ methods, which are those of forsun 0.1.x so existing custom stores keep working.
 calls the batch methods further down; their default implementations are built on the
 basic ones, and built-in stores override them where one round trip can do the work of many.
 
-Every method may be ``async def``, a Tornado ``gen.coroutine`` or a plain function; the core
-awaits whatever comes back. A store must keep a plan and its time-index entry together:
-the time index maps a second to the keys of the plans due then, and may hold stale keys
-(the core checks each plan's ``next_time`` before firing it).
+Write the methods as ``async def`` (or Tornado ``gen.coroutine``, as 0.1.x stores did); the
+core awaits what they return. A store keeps two things:
+
+- the plans, by key: :class:`forsun.plan.Plan` objects. Keep them serialised
+  (``plan.dumps()`` / ``Plan.loads(data)`` give the 0.1.x msgpack map) or copy them: the
+  core changes the plans it gets back before it stores them again.
+- the time index: for each second, the keys of the plans due then. It may hold stale or
+  repeated keys (the core checks each plan's ``next_time`` before firing it), so a store
+  never needs a transaction to keep a plan and its index entry in step.
+
+A store is built as ``cls(settings)`` when forsund starts, gets :meth:`Store.init` once the
+IOLoop runs and :meth:`Store.uninit` at a clean stop. An exception from any method is a store
+failure: a request gets error 1004 (1005 when removing), and a second being fired is tried
+again a second later, so nothing is skipped. A minimal complete store is
+``tests/extensions/dict_store.py``; docs/extensions.md has more.
 """
 
 from typing import Iterable, List, Optional
@@ -40,9 +51,11 @@ class Store:
         raise NotImplementedError()
 
     async def set_current(self, current_time: int) -> None:
+        """Records that every second up to ``current_time`` has been handled."""
         raise NotImplementedError()
 
     async def get_plan(self, key: str) -> Optional[Plan]:
+        """The plan stored under ``key``, or None (not an exception) when there is none."""
         raise NotImplementedError()
 
     async def set_plan(self, plan: Plan) -> None:
@@ -50,6 +63,7 @@ class Store:
         raise NotImplementedError()
 
     async def remove_plan(self, key: str) -> None:
+        """Forgets the plan under ``key``; a missing key is not an error."""
         raise NotImplementedError()
 
     async def has_plan(self, key: str) -> bool:
@@ -60,6 +74,7 @@ class Store:
         raise NotImplementedError()
 
     async def remove_time_plan(self, next_time: int, key: str) -> None:
+        """Takes ``key`` out of second ``next_time``; a missing entry is not an error."""
         raise NotImplementedError()
 
     async def get_time_plans(self, ts: int) -> List[str]:
@@ -78,6 +93,7 @@ class Store:
         return None
 
     async def get_plan_keys(self, prefix: str = "") -> List[str]:
+        """Keys of all stored plans starting with ``prefix`` ("" = all), in any order."""
         raise NotImplementedError()
 
     # -- batch methods the core calls (defaults built on the basic ones) ---------------------

@@ -1,0 +1,97 @@
+"""The mem store's time index: second -> keys of the plans due then.
+
+Kept lean because it holds one reference per plan: a second with one plan maps to the
+key string itself (the very object that keys the plans dict, so no copy), a busier second
+to a plain list of keys. Removing a key from a long list would cost O(n) per removal and
+O(n^2) for a second whose plans all get replaced, so only cheap removals are eager (a
+lone key, or a list shorter than :data:`SMALL_BUCKET`); otherwise the key stays behind as
+a stale entry. That is allowed by the Store contract: the core fires a plan only when its
+``next_time`` equals the second, and :meth:`TimeIndex.keys_at` drops repeats.
+
+The index is derived data: the mem store rebuilds it from the plans' next_time at load and
+never persists it on its own.
+"""
+
+from typing import Dict, List, Union
+
+# Lists shorter than this are searched on add and remove (cheap); longer ones only grow.
+SMALL_BUCKET = 64
+
+Bucket = Union[str, List[str]]
+
+
+class TimeIndex:
+    """Maps a second to the keys due then; see the module docs for the layout."""
+
+    __slots__ = ("_buckets",)
+
+    def __init__(self) -> None:
+        self._buckets: Dict[int, Bucket] = {}
+
+    def __len__(self) -> int:
+        """How many seconds have keys."""
+        return len(self._buckets)
+
+    def append(self, ts: int, key: str) -> None:
+        """Adds ``key`` without looking for it first: for callers that know it is absent."""
+        bucket = self._buckets.get(ts)
+        if bucket is None:
+            self._buckets[ts] = key
+        elif bucket.__class__ is str:
+            self._buckets[ts] = [bucket, key]
+        else:
+            bucket.append(key)
+
+    def add(self, ts: int, key: str) -> None:
+        """Adds ``key`` unless a cheap look shows it there (long lists may get a repeat)."""
+        bucket = self._buckets.get(ts)
+        if bucket is None:
+            self._buckets[ts] = key
+        elif bucket.__class__ is str:
+            if bucket != key:
+                self._buckets[ts] = [bucket, key]
+        elif len(bucket) >= SMALL_BUCKET or key not in bucket:
+            bucket.append(key)
+
+    def keep(self, ts: int, key: str) -> None:
+        """Re-adds ``key`` at the second it was indexed at before, in O(1).
+
+        For a plan replaced with an unchanged next_time: a long list never loses keys
+        eagerly, so it still holds the key and searching it (O(n) per replacement, for
+        every plan of a busy second) is skipped. Shorter buckets are checked, which also
+        covers a second dropped in between.
+        """
+        bucket = self._buckets.get(ts)
+        if bucket.__class__ is list and len(bucket) >= SMALL_BUCKET:
+            return
+        self.add(ts, key)
+
+    def discard(self, ts: int, key: str) -> None:
+        """Removes ``key`` when that is cheap; otherwise it stays as a stale entry."""
+        bucket = self._buckets.get(ts)
+        if bucket is None:
+            return
+        if bucket.__class__ is str:
+            if bucket == key:
+                del self._buckets[ts]
+        elif len(bucket) < SMALL_BUCKET and key in bucket:
+            bucket.remove(key)
+            if len(bucket) == 1:
+                self._buckets[ts] = bucket[0]
+
+    def keys_at(self, ts: int) -> List[str]:
+        """The keys indexed at ``ts``, each once, in the order they were added."""
+        bucket = self._buckets.get(ts)
+        if bucket is None:
+            return []
+        if bucket.__class__ is str:
+            return [bucket]
+        return list(dict.fromkeys(bucket))
+
+    def drop(self, ts: int) -> None:
+        """Forgets second ``ts`` and all its keys."""
+        self._buckets.pop(ts, None)
+
+    def seconds(self) -> List[int]:
+        """Every second with keys, unordered (a C-speed copy, safe to filter later)."""
+        return list(self._buckets)

@@ -1,0 +1,377 @@
+"""The mem store beyond the Store contract: its dump file, its flushing and its index."""
+
+import asyncio
+import errno
+import os
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from forsun import config
+from forsun.config import Settings
+from forsun.error import ConfigError
+from forsun.plan import Plan
+from forsun.store.drivers import mem, mem_dump
+from forsun.store.drivers.mem import MemStore
+
+T0 = 1_700_000_000
+
+
+def new_store(path: Path, flush_seconds: float = 0) -> MemStore:
+    return MemStore(Settings({"STORE_MEM_STORE_FILE": str(path),
+                              "STORE_MEM_FLUSH_SECONDS": flush_seconds}))
+
+
+async def open_store(path: Path, flush_seconds: float = 0) -> MemStore:
+    store = new_store(path, flush_seconds)
+    await store.init()
+    return store
+
+
+def make_plan(key: str, next_time: int, **fields) -> Plan:
+    values = {"is_time_out": True, "second": 30, "action": "http", "created_time": T0 - 0.5,
+              "params": {"url": "http://127.0.0.1:8080/hook/%s" % key}}
+    values.update(fields)
+    return Plan(key, next_time=next_time, **values)
+
+
+async def due_keys(store: MemStore, ts: int):
+    plans = await store.get_plans(await store.get_time_plans(ts))
+    return sorted(plan.key for plan in plans if plan is not None and plan.next_time == ts)
+
+
+def varied_plans():
+    """Plans that differ in every field, so a round trip that drops one shows."""
+    return [
+        Plan("daily", False, second=0, minute=32, hour=16, day=-1, month=-1, week=3,
+             status=1, count=0, current_count=7, next_time=T0 + 3600, last_timeout=T0 - 86400,
+             created_time=T0 - 864000.25, action="shell", params={"cmd": "ls -l", "cwd": "/"}),
+        Plan("delay", True, second=5, minute=1, hour=0, day=0, month=0, week=0, status=-1,
+             count=3, current_count=2, next_time=T0 + 65, last_timeout=T0, created_time=T0 - 130.5,
+             action="http", params={"url": "http://127.0.0.1:8080/x", "method": "post"}),
+        Plan("ключ 🙂", True, second=10, next_time=T0 + 65, created_time=T0 + 0.125,
+             action="redis", params={"command": "SET ü 1"}),
+        Plan("no-params", True, second=1, next_time=T0 + 1, action="beanstalk"),
+    ]
+
+
+# -- the dump file -------------------------------------------------------------------------
+
+@pytest.mark.gen_test
+async def test_dump_round_trip(tmp_path):
+    path = tmp_path / "forsun.dump"
+    store = await open_store(path)
+    plans = varied_plans()
+    for plan in plans:
+        await store.put_plan(plan)
+    await store.set_current(T0 - 1)
+    await store.uninit()
+
+    loaded = await open_store(path)
+    assert await loaded.get_plans([plan.key for plan in plans]) == plans
+    assert await loaded.count_plans() == len(plans)
+    assert await loaded.get_current() == T0 - 1
+    assert await due_keys(loaded, T0 + 65) == ["delay", "ключ 🙂"]
+    assert await due_keys(loaded, T0 + 3600) == ["daily"]
+    assert list(await loaded.due_seconds(T0, T0 + 10**6)) == [T0 + 1, T0 + 65, T0 + 3600]
+    await loaded.uninit()
+
+
+@pytest.mark.gen_test
+async def test_written_file_has_the_0_1_x_layout(tmp_path):
+    """Plans as packed field maps, time_plans as second -> keys, current_time (SPEC 9)."""
+    path = tmp_path / "forsun.dump"
+    store = await open_store(path)
+    plans = varied_plans()
+    for plan in plans:
+        await store.put_plan(plan)
+    await store.set_current(T0)
+    await store.uninit()
+
+    data = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+    assert set(data) == {"plans", "time_plans", "current_time"}
+    assert data["current_time"] == T0
+    fields = [msgpack.unpackb(blob, raw=False) for blob in data["plans"]]
+    assert fields == [plan.to_dict() for plan in plans]
+    assert {ts: sorted(keys) for ts, keys in data["time_plans"].items()} == {
+        T0 + 3600: ["daily"], T0 + 65: ["delay", "ключ 🙂"], T0 + 1: ["no-params"]}
+
+
+@pytest.mark.gen_test
+async def test_reads_a_file_written_by_forsun_0_1_x(tmp_path):
+    """Old files hold msgpack raw strings everywhere, each plan a packed map of its own."""
+    expected = varied_plans()
+    old_plans = []
+    for plan in expected:
+        fields = plan.to_dict()
+        fields["key"] = plan.key.encode("utf-8")  # Python 2 servers kept byte strings
+        old_plans.append(msgpack.packb(fields, use_bin_type=False))
+    # time_plans as the old server left it; the index is rebuilt from next_time instead.
+    old_time_plans = {T0 + 65: [b"delay"], T0 - 50: [b"daily"]}
+    path = tmp_path / "forsun.dump"
+    path.write_bytes(msgpack.packb({"time_plans": old_time_plans, "plans": old_plans,
+                                    "current_time": T0 - 2}, use_bin_type=False))
+
+    store = await open_store(path)
+    assert await store.get_plans([plan.key for plan in expected]) == expected
+    assert await store.get_current() == T0 - 2
+    assert await due_keys(store, T0 + 65) == ["delay", "ключ 🙂"]
+    assert await due_keys(store, T0 + 3600) == ["daily"]
+    assert await store.get_time_plans(T0 - 50) == []
+    await store.uninit()
+
+
+@pytest.mark.gen_test
+async def test_missing_file_is_an_empty_store(tmp_path):
+    path = tmp_path / "forsun.dump"
+    store = await open_store(path)
+    assert await store.count_plans() == 0
+    assert await store.get_current() == 0
+    await store.put_plan(make_plan("job", T0))
+    await store.uninit()
+    assert path.exists()
+
+
+def test_default_file_comes_from_the_global_settings():
+    assert MemStore(None).store_file == os.path.expanduser(config.get("STORE_MEM_STORE_FILE"))
+
+
+def _valid_dump() -> bytes:
+    plan = msgpack.packb(make_plan("job", T0).to_dict())
+    return msgpack.packb({"plans": [plan], "time_plans": {}, "current_time": T0})
+
+
+@pytest.mark.parametrize("content", [
+    pytest.param(b"", id="empty"),
+    pytest.param(b"\xc1\xc1 this is not msgpack", id="garbage"),
+    pytest.param(_valid_dump()[:-40], id="truncated"),
+    pytest.param(_valid_dump() + b"\x00", id="trailing-data"),
+    pytest.param(msgpack.packb([1, 2, 3]), id="not-a-map"),
+    pytest.param(msgpack.packb({"plans": [b"\x93\x01"]}), id="bad-plan"),
+    pytest.param(msgpack.packb({"plans": [{"key": "x"}]}), id="plan-not-packed"),
+])
+@pytest.mark.gen_test
+async def test_unreadable_file_stops_the_store_and_is_left_untouched(tmp_path, content):
+    path = tmp_path / "forsun.dump"
+    path.write_bytes(content)
+    store = new_store(path)
+    with pytest.raises(ConfigError, match=str(path)):
+        await store.init()
+    with pytest.raises(RuntimeError):
+        await store.flush()
+    await store.uninit()
+    assert path.read_bytes() == content
+    assert os.listdir(tmp_path) == ["forsun.dump"]
+
+
+@pytest.mark.gen_test
+async def test_missing_directory_is_a_config_error(tmp_path):
+    path = tmp_path / "no-such-dir" / "forsun.dump"
+    with pytest.raises(ConfigError, match=str(path)):
+        await new_store(path).init()
+
+
+# -- crashes and failed writes -------------------------------------------------------------
+
+@pytest.mark.gen_test
+async def test_leftover_temp_file_from_a_crash_is_ignored(tmp_path):
+    path = tmp_path / "forsun.dump"
+    store = await open_store(path)
+    await store.put_plan(make_plan("job", T0))
+    await store.uninit()
+    Path(str(path) + ".tmp").write_bytes(b"half a dump, the process died here")
+
+    store = await open_store(path)
+    assert await store.get_plan_keys() == ["job"]
+    await store.put_plan(make_plan("next", T0))
+    await store.flush()
+    assert os.listdir(tmp_path) == ["forsun.dump"]
+    assert sorted(await (await open_store(path)).get_plan_keys()) == ["job", "next"]
+    await store.uninit()
+
+
+def _crash_mid_stream(fp, *args):
+    fp.write(b"\x83\xa5plans\xdc\x00\x02 partial")
+    raise RuntimeError("crash in the middle of the write")
+
+
+def _disk_full(fd):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("target, replacement, error", [
+    pytest.param("_write", _crash_mid_stream, RuntimeError, id="mid-stream"),
+    pytest.param("os.fsync", _disk_full, OSError, id="fsync"),
+])
+@pytest.mark.gen_test
+async def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch, target, replacement,
+                                                    error):
+    path = tmp_path / "forsun.dump"
+    store = await open_store(path)
+    await store.put_plan(make_plan("job", T0))
+    await store.flush()
+    before = path.read_bytes()
+
+    await store.put_plan(make_plan("later", T0))
+    with monkeypatch.context() as patch:
+        patch.setattr(mem_dump if target == "_write" else mem_dump.os, target.split(".")[-1],
+                      replacement)
+        with pytest.raises(error):
+            await store.flush()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["forsun.dump"]
+
+    await store.uninit()  # the change is still pending, so the final flush writes it
+    assert sorted(await (await open_store(path)).get_plan_keys()) == ["job", "later"]
+
+
+# -- flushing ------------------------------------------------------------------------------
+
+@pytest.mark.gen_test(timeout=60)
+async def test_flush_does_not_block_the_loop(tmp_path):
+    store = await open_store(tmp_path / "forsun.dump")
+    plans = [make_plan("plan-%011d" % n, T0 + n % 3600) for n in range(200_000)]
+    await store.commit_fired(T0, plans, [])
+    del plans
+
+    period = 0.01
+    loop = IOLoop.current()
+    ticks = [loop.time()]
+    probe = PeriodicCallback(lambda: ticks.append(loop.time()), period * 1000)
+    probe.start()
+    started = time.monotonic()
+    await store.flush()
+    took = time.monotonic() - started
+    probe.stop()
+
+    lag = max(b - a for a, b in zip(ticks, ticks[1:] + [loop.time()])) - period
+    assert len(ticks) >= 5, "the loop did not run while the file was written"
+    assert lag < took / 3, "the loop stalled %.3fs during a %.3fs flush" % (lag, took)
+    await store.uninit()
+
+
+@pytest.mark.gen_test
+async def test_flushes_requested_during_a_write_share_one_follow_up(tmp_path, monkeypatch):
+    loop = IOLoop.current()
+    first_write_started = loop.asyncio_loop.create_future()
+    release = threading.Event()
+    written = []
+
+    def slow_write(path, keys, packed_plans, current_time):
+        written.append(sorted(keys))
+        if len(written) == 1:
+            loop.add_callback(first_write_started.set_result, None)
+            release.wait(10)
+        mem_dump.write_dump(path, keys, packed_plans, current_time)
+
+    monkeypatch.setattr(mem, "write_dump", slow_write)
+    path = tmp_path / "forsun.dump"
+    store = await open_store(path)
+    await store.put_plan(make_plan("a", T0))
+    flushes = [asyncio.ensure_future(store.flush())]
+    await first_write_started
+    for key in ("b", "c"):
+        await store.put_plan(make_plan(key, T0))
+        flushes.append(asyncio.ensure_future(store.flush()))
+    release.set()
+    await asyncio.gather(*flushes)
+
+    assert written == [["a"], ["a", "b", "c"]]
+    await store.uninit()
+    assert len(written) == 2  # nothing changed since: no write at stop
+
+
+@pytest.mark.gen_test
+async def test_periodic_flush_writes_changes(tmp_path):
+    path = tmp_path / "forsun.dump"
+    store = await open_store(path, flush_seconds=0.02)
+    flushed = IOLoop.current().asyncio_loop.create_future()
+    flush = store.flush
+
+    async def watched_flush():
+        await flush()
+        if not flushed.done():
+            flushed.set_result(None)
+
+    store.flush = watched_flush
+    await store.put_plan(make_plan("job", T0))
+    await asyncio.wait_for(flushed, 10)
+    assert (await (await open_store(path)).get_plan("job")) == make_plan("job", T0)
+    await store.uninit()
+
+
+# -- the time index ------------------------------------------------------------------------
+
+@pytest.mark.gen_test
+async def test_stale_index_entries_are_never_due(tmp_path):
+    """A busy second keeps moved and removed keys (lazy removal); none of them fires."""
+    store = await open_store(tmp_path / "forsun.dump")
+    ts = T0 + 100
+    keys = ["k%03d" % n for n in range(100)]
+    for key in keys:
+        await store.put_plan(make_plan(key, ts))
+    for key in keys[:30]:
+        await store.put_plan(make_plan(key, ts + 1))
+    for key in keys[30:50]:
+        await store.take_plan(key)
+    for key in keys[50:60]:
+        await store.put_plan(make_plan(key, ts, params={"replaced": "yes"}))
+    for key in keys[:5]:
+        await store.put_plan(make_plan(key, ts))  # back again
+
+    listed = await store.get_time_plans(ts)
+    assert len(listed) == len(set(listed))
+    assert not set(listed) & set(keys[30:50])
+    assert await due_keys(store, ts) == keys[:5] + keys[50:]
+    assert await due_keys(store, ts + 1) == keys[5:30]
+    await store.uninit()
+
+
+@pytest.mark.gen_test
+async def test_small_buckets_drop_keys_at_once_and_share_the_key_object(tmp_path):
+    store = await open_store(tmp_path / "forsun.dump")
+    for key in ("a", "b", "c"):
+        await store.put_plan(make_plan(key, T0))
+    await store.put_plan(make_plan("b", T0 + 1))
+    assert await store.get_time_plans(T0) == ["a", "c"]
+
+    key = "".join(["sha", "red"])  # built at run time: not interned
+    await store.put_plan(make_plan(key, T0 + 5))
+    (stored_key,) = [k for k in store._plans if k == key]
+    assert store._index.keys_at(T0 + 5)[0] is stored_key
+    await store.uninit()
+
+
+@pytest.mark.gen_test
+async def test_due_seconds_after_a_long_outage_lists_only_busy_seconds(tmp_path):
+    store = await open_store(tmp_path / "forsun.dump")
+    for n, ts in enumerate((T0 + 5, T0 + 10**6, T0 + 3 * 10**6)):
+        await store.put_plan(make_plan("p%d" % n, ts))
+    assert list(await store.due_seconds(T0, T0 + 2 * 10**6)) == [T0 + 5, T0 + 10**6]
+    assert list(await store.due_seconds(T0, T0 + 10)) == list(range(T0, T0 + 11))
+    await store.uninit()
+
+
+@pytest.mark.gen_test
+async def test_get_plan_keys_yields_to_the_loop(tmp_path):
+    store = await open_store(tmp_path / "forsun.dump")
+    plan = make_plan("", T0)
+    for n in range(120_000):
+        plan.key = "p%06d" % n
+        await store.put_plan(plan)
+    returned = False
+    seen = []
+    IOLoop.current().add_callback(lambda: seen.append(returned))
+    keys = await store.get_plan_keys("p00")
+    returned = True
+    assert len(keys) == 10_000
+    assert seen == [False]
+    await store.uninit()
+
+
+def test_packed_next_time_reads_the_plan_layout():
+    assert mem_dump.packed_next_time(make_plan("x", T0 + 7).pack()) == T0 + 7
