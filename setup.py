@@ -30,11 +30,16 @@ setup(
             "croniter>=2",
             "hypothesis>=6",
             "pexpect>=4.8",
+            "jsonschema>=4.18",  # tests/test_http_openapi.py: answers against the OpenAPI doc
+            "openapi-spec-validator>=0.7",
+            "hypothesis-jsonschema>=0.23",  # tests/test_http_fuzz.py: bodies from the schema
+            "celery[redis]>=5.3",  # examples/celery_extension.py and its end-to-end test
         ],
     },
     entry_points={
         "console_scripts": [
             "forsund = forsun.daemon:run",
+            "forsun = forsun.cli:main",
         ],
     },
     classifiers=[

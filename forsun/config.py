@@ -15,7 +15,7 @@ import configparser
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .error import ConfigError
 
@@ -162,6 +162,8 @@ class Settings:
 
     def __init__(self, values: Optional[Mapping[str, Any]] = None):
         self.values: Dict[str, Any] = {name: s.default for name, s in SETTINGS.items()}
+        # (environment, conf file, flags) this was resolved from; see adopt_new_definitions.
+        self._sources: Tuple[Mapping[str, str], Optional[str], Mapping[str, Any]] = ({}, None, {})
         if values:
             self.update(values)
 
@@ -182,12 +184,13 @@ class Settings:
         for name, value in values.items():
             self.set(name, value, origin)
 
-    def load_environ(self, environ: Mapping[str, str]) -> None:
-        for name in SETTINGS:
+    def load_environ(self, environ: Mapping[str, str],
+                     names: Optional[Iterable[str]] = None) -> None:
+        for name in (SETTINGS if names is None else names):
             if name in environ:
                 self.set(name, environ[name], "environment variable %s" % name)
 
-    def load_conf(self, filename: str) -> None:
+    def load_conf(self, filename: str, names: Optional[Iterable[str]] = None) -> None:
         """Reads an INI file whose global keys come before any section header."""
         try:
             with open(os.path.expanduser(filename), "r", encoding="utf-8") as fp:
@@ -199,14 +202,14 @@ class Settings:
             parser.read_string("[__global__]\n" + text, source=filename)
         except configparser.Error as e:
             raise ConfigError("cannot parse conf file %s: %s" % (filename, e))
-        for setting in SETTINGS.values():
-            section, key = setting.conf_location
+        for name in (SETTINGS if names is None else names):
+            section, key = SETTINGS[name].conf_location
             section = section or "__global__"
             if parser.has_option(section, key):
                 value = parser.get(section, key)
                 if value is None or value.strip() == "":
                     continue
-                self.set(setting.name, value.strip(), "%s [%s] %s" % (filename, section, key))
+                self.set(name, value.strip(), "%s [%s] %s" % (filename, section, key))
 
     @classmethod
     def load(cls, flags: Optional[Mapping[str, Any]] = None, conf_file: Optional[str] = None,
@@ -214,12 +217,25 @@ class Settings:
         """defaults < environment < conf file < flags (SPEC section 5)."""
         load_definitions()
         settings = cls()
-        settings.load_environ(os.environ if environ is None else environ)
-        if conf_file:
-            settings.load_conf(conf_file)
-        if flags:
-            settings.update(flags, "command line")
+        settings._sources = (dict(os.environ if environ is None else environ), conf_file,
+                             dict(flags or {}))
+        settings._resolve(list(SETTINGS))
         return settings
+
+    def _resolve(self, names: List[str]) -> None:
+        environ, conf_file, flags = self._sources
+        self.load_environ(environ, names)
+        if conf_file:
+            self.load_conf(conf_file, names)
+        self.update({name: flags[name] for name in names if name in flags}, "command line")
+
+    def adopt_new_definitions(self) -> None:
+        """Resolves settings defined after :meth:`load` (by an extension, at its import)
+        from the same environment, conf file and flags, with the same precedence."""
+        new = [name for name in SETTINGS if name not in self.values]
+        for name in new:
+            self.values[name] = SETTINGS[name].default
+        self._resolve(new)
 
 
 _current = Settings()

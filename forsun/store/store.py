@@ -5,8 +5,9 @@ methods, which are those of forsun 0.1.x so existing custom stores keep working.
 calls the batch methods further down; their default implementations are built on the
 basic ones, and built-in stores override them where one round trip can do the work of many.
 
-Write the methods as ``async def`` (or Tornado ``gen.coroutine``, as 0.1.x stores did); the
-core awaits what they return. A store keeps two things:
+Write the methods as ``async def``, Tornado ``gen.coroutine`` (as 0.1.x stores did) or plain
+functions: a subclass's plain contract methods are wrapped into coroutines when the class
+is defined, so the core can await every method the same way. A store keeps two things:
 
 - the plans, by key: :class:`forsun.plan.Plan` objects. Keep them serialised
   (``plan.dumps()`` / ``Plan.loads(data)`` give the 0.1.x msgpack map) or copy them: the
@@ -22,10 +23,27 @@ again a second later, so nothing is skipped. A minimal complete store is
 ``tests/extensions/dict_store.py``; docs/extensions.md has more.
 """
 
-from typing import Iterable, List, Optional
+import functools
+import inspect
+from typing import Any, Callable, Iterable, List, Optional
 
 from ..plan import Plan
 from ..utils import maybe_await
+
+# The methods the core awaits; a subclass may write any of them as a plain function.
+CONTRACT_METHODS = (
+    "init", "uninit", "get_current", "set_current", "get_plan", "set_plan", "remove_plan",
+    "has_plan", "add_time_plan", "remove_time_plan", "get_time_plans", "delete_time_plans",
+    "get_time_plan", "set_time_plan", "get_plan_keys", "count_plans", "get_plans",
+    "put_plan", "take_plan", "commit_fired", "set_status", "due_seconds",
+)
+
+
+def _as_coroutine(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        return await maybe_await(method(*args, **kwargs))
+    return call
 
 
 class Store:
@@ -35,6 +53,13 @@ class Store:
 
     def __init__(self, settings=None, *args, **kwargs):
         self.settings = settings
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in CONTRACT_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not inspect.iscoroutinefunction(method):
+                setattr(cls, name, _as_coroutine(method))
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -67,7 +92,7 @@ class Store:
         raise NotImplementedError()
 
     async def has_plan(self, key: str) -> bool:
-        return (await maybe_await(self.get_plan(key))) is not None
+        return (await self.get_plan(key)) is not None
 
     async def add_time_plan(self, next_time: int, key: str) -> None:
         """Adds ``key`` to the plans due at second ``next_time``."""
@@ -103,7 +128,7 @@ class Store:
         return None
 
     async def get_plans(self, keys: List[str]) -> List[Optional[Plan]]:
-        return [await maybe_await(self.get_plan(key)) for key in keys]
+        return [await self.get_plan(key) for key in keys]
 
     async def put_plan(self, plan: Plan) -> Optional[Plan]:
         """Creates or replaces the plan with its time-index entry; returns the replaced one.
@@ -111,20 +136,20 @@ class Store:
         Replacing cancels the old plan's pending fire: its time-index entry goes, and
         even a stale entry left behind no longer matches the new plan's next_time.
         """
-        old = await maybe_await(self.get_plan(plan.key))
+        old = await self.get_plan(plan.key)
         if old is not None and old.next_time != plan.next_time:
-            await maybe_await(self.remove_time_plan(old.next_time, plan.key))
-        await maybe_await(self.set_plan(plan))
-        await maybe_await(self.add_time_plan(plan.next_time, plan.key))
+            await self.remove_time_plan(old.next_time, plan.key)
+        await self.set_plan(plan)
+        await self.add_time_plan(plan.next_time, plan.key)
         return old
 
     async def take_plan(self, key: str) -> Optional[Plan]:
         """Removes the plan and its time-index entry; returns it, or None if absent."""
-        old = await maybe_await(self.get_plan(key))
+        old = await self.get_plan(key)
         if old is None:
             return None
-        await maybe_await(self.remove_time_plan(old.next_time, key))
-        await maybe_await(self.remove_plan(key))
+        await self.remove_time_plan(old.next_time, key)
+        await self.remove_plan(key)
         return old
 
     async def commit_fired(self, ts: int, rescheduled: List[Plan], finished: List[str]) -> None:
@@ -134,21 +159,21 @@ class Store:
         ``finished`` plans fired for the last time and are removed.
         """
         for plan in rescheduled:
-            await maybe_await(self.set_plan(plan))
-            await maybe_await(self.add_time_plan(plan.next_time, plan.key))
+            await self.set_plan(plan)
+            await self.add_time_plan(plan.next_time, plan.key)
         for key in finished:
-            await maybe_await(self.remove_plan(key))
+            await self.remove_plan(key)
 
     async def set_status(self, key: str, ts: int, status: int) -> None:
         """Records the outcome of the fire of ``key`` at ``ts`` (1 ok, -1 failed).
 
         Ignored when the plan is gone or has been replaced or fired again since.
         """
-        await maybe_await(self.set_time_plan(ts, key, status))
-        plan = await maybe_await(self.get_plan(key))
+        await self.set_time_plan(ts, key, status)
+        plan = await self.get_plan(key)
         if plan is not None and plan.last_timeout == ts and plan.status != status:
             plan.status = status
-            await maybe_await(self.set_plan(plan))
+            await self.set_plan(plan)
 
     async def due_seconds(self, first: int, last: int) -> Iterable[int]:
         """The seconds in [first, last] that may have plans due, in order.
