@@ -3,48 +3,92 @@
     KEY SECOND MINUTE HOUR DAY MONTH WEEK ACTION PARAMS
 
 A time field is ``*`` (every / unused), a number (fixed-time plan), or ``*/N`` or
-``*/N/C`` (delay plan: N units, C fires, default 1); one ``*/`` field makes the whole plan a
-delay plan. PARAMS is ``name=value`` pairs joined by ``;``; values may be quoted with ' or "
-(a backslash escapes the quote or a backslash). For shell a PARAMS without ``cmd=`` is the
-command, for http one without ``url=`` is the URL; ``sh`` and ``bash`` mean shell.
+``*/N/C`` (delay plan: N units, C fires, default 1, 0 = without end); one ``*/`` field makes
+the whole plan a delay plan. PARAMS is ``name=value`` pairs joined by ``;``. For shell a
+PARAMS without ``cmd=`` is the command, for http one without ``url=`` is the URL; ``sh`` and
+``bash`` mean shell.
+
+Quoting, the same at every level (commands, tokens, params): ' or " quote; inside quotes a
+backslash escapes the quote character or a backslash, any other backslash is kept; outside
+quotes a backslash keeps a following quote character from opening a quote. Quotes anywhere
+protect white space and ``;``. A param value wholly enclosed in one pair of quotes loses
+them; any other value is kept literally, so ``sql=update t set a='x'`` stays SQL.
 
 Two levels of quoting meet here, so this module also formats a plan back into a line that
 parses to the same plan (what the CLI's ``get`` prints can be pasted into ``set``).
 """
 
-from typing import Any, Dict, List, Tuple
+import re
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .error import InvalidArgumentError
 
 FIELD_NAMES = ("second", "minute", "hour", "day", "month", "week")
 ACTION_ALIASES = {"sh": "shell", "bash": "shell"}
+SET_USAGE = "KEY SECOND MINUTE HOUR DAY MONTH WEEK ACTION [PARAMS]"
+I16_MAX = (1 << 15) - 1
 _QUOTES = "'\""
+_NUMBER = re.compile(r"-?[0-9]+")
+_DELAY = re.compile(r"\*/([0-9]+)(?:/([0-9]+))?")
+
+
+def _scan(text: str, what: str) -> Iterator[Tuple[int, str, str, bool]]:
+    """Yields (index, char, quote, escaped) for every char but escaping backslashes.
+
+    ``quote`` is the quote around the char, its own for an opening or closing quote, ""
+    outside quotes. The single definition of the quoting rules, so splitting commands,
+    tokens and params can never disagree on where a quoted part ends. Raises
+    InvalidArgumentError for an unbalanced quote.
+    """
+    quote, i = "", 0
+    while i < len(text):
+        char, following = text[i], text[i + 1:i + 2]
+        if char == "\\" and following and following in (quote + "\\" if quote else _QUOTES):
+            yield i + 1, following, quote, True
+            i += 2
+            continue
+        if char == quote:
+            quote = ""
+            yield i, char, char, False
+        else:
+            if not quote and char in _QUOTES:
+                quote = char
+            yield i, char, quote, False
+        i += 1
+    if quote:
+        raise InvalidArgumentError("unbalanced %s quote in %s %r" % (quote, what, text))
+
+
+def _split_unquoted(text: str, separator: str, what: str) -> List[str]:
+    """Splits on unquoted ``separator``, keeping quotes and escapes for the next level."""
+    pieces, start = [], 0
+    for i, char, quote, escaped in _scan(text, what):
+        if char == separator and not quote and not escaped:
+            pieces.append(text[start:i])
+            start = i + 1
+    pieces.append(text[start:])
+    return pieces
+
+
+def split_commands(text: str) -> List[str]:
+    """Splits a command line on unquoted ``;``, keeping the quotes for the next level."""
+    return [command.strip() for command in _split_unquoted(text, ";", "command")
+            if command.strip()]
 
 
 def split_tokens(text: str, separator: str = "") -> List[str]:
     """Splits on unquoted white space (or on ``separator``), removing one level of quotes.
 
-    Inside quotes a backslash escapes the quote character or a backslash; elsewhere the
-    backslash is kept as it is. Raises InvalidArgumentError for an unbalanced quote.
+    Raises InvalidArgumentError for an unbalanced quote.
     """
     tokens: List[str] = []
     current: List[str] = []
     in_token = False
-    quote = ""
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if quote:
-            if char == "\\" and i + 1 < len(text) and text[i + 1] in (quote, "\\"):
-                current.append(text[i + 1])
-                i += 2
-                continue
-            if char == quote:
-                quote = ""
-            else:
-                current.append(char)
-        elif char in _QUOTES:
-            quote = char
+    for _, char, quote, escaped in _scan(text, "line"):
+        if escaped or (quote and char != quote):
+            current.append(char)
+            in_token = True
+        elif quote:  # an opening or closing quote: "" is still a token
             in_token = True
         elif (char == separator) if separator else char.isspace():
             if in_token or separator:
@@ -53,35 +97,9 @@ def split_tokens(text: str, separator: str = "") -> List[str]:
         else:
             current.append(char)
             in_token = True
-        i += 1
-    if quote:
-        raise InvalidArgumentError("unbalanced %s quote in %r" % (quote, text))
     if in_token or (separator and (current or tokens)):
         tokens.append("".join(current))
     return tokens
-
-
-def split_commands(text: str) -> List[str]:
-    """Splits a command line on unquoted ``;``, keeping the quotes for the next level."""
-    commands, start, quote, i = [], 0, "", 0
-    while i < len(text):
-        char = text[i]
-        if quote:
-            if char == "\\" and i + 1 < len(text):
-                i += 2
-                continue
-            if char == quote:
-                quote = ""
-        elif char in _QUOTES:
-            quote = char
-        elif char == ";":
-            commands.append(text[start:i])
-            start = i + 1
-        i += 1
-    if quote:
-        raise InvalidArgumentError("unbalanced %s quote in %r" % (quote, text))
-    commands.append(text[start:])
-    return [command.strip() for command in commands if command.strip()]
 
 
 def parse_params(text: str, action: str = "") -> Dict[str, str]:
@@ -91,11 +109,13 @@ def parse_params(text: str, action: str = "") -> Dict[str, str]:
     params: Dict[str, str] = {}
     if not text.strip():
         return params
-    pieces = _split_unquoted(text, ";")
-    for piece in pieces:
+    for piece in _split_unquoted(text, ";", "params"):
+        if not piece.strip():
+            continue
         name, sep, value = piece.partition("=")
         name = name.strip()
-        if not sep or not name or any(c in name for c in _QUOTES + " \t"):
+        if not sep or not name or any(c in name for c in _QUOTES) \
+                or any(c.isspace() for c in name):
             if default_name:
                 return {default_name: text}
             raise InvalidArgumentError("params must be name=value pairs joined by ';': %r"
@@ -106,73 +126,65 @@ def parse_params(text: str, action: str = "") -> Dict[str, str]:
     return params
 
 
-def _split_unquoted(text: str, separator: str) -> List[str]:
-    pieces, start, quote, i = [], 0, "", 0
-    while i < len(text):
-        char = text[i]
-        if quote:
-            if char == "\\" and i + 1 < len(text):
-                i += 2
-                continue
-            if char == quote:
-                quote = ""
-        elif char in _QUOTES and (i == 0 or text[i - 1] in "=;"):
-            quote = char
-        elif char == separator:
-            pieces.append(text[start:i])
-            start = i + 1
-        i += 1
-    if quote:
-        raise InvalidArgumentError("unbalanced %s quote in params %r" % (quote, text))
-    pieces.append(text[start:])
-    return [piece for piece in pieces if piece.strip()]
-
-
 def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] in _QUOTES and value[-1] == value[0]:
-        parts = split_tokens(value)
-        return parts[0] if len(parts) == 1 else value
+    """Strips the quotes of a value wholly enclosed in one pair; keeps any other literally."""
+    if not value or value[0] not in _QUOTES:
+        return value
+    delimiters = [i for i, char, quote, escaped in _scan(value, "value")
+                  if char == quote and not escaped]
+    if delimiters != [0, len(value) - 1]:
+        return value
+    return split_tokens(value)[0]
+
+
+def parse_time_field(name: str, text: str) -> Tuple[int, bool, Optional[int]]:
+    """One time field -> (value, is_delay, count); count None when the field names none."""
+    if text == "*":
+        return -1, False, None
+    delay = _DELAY.fullmatch(text)
+    if delay:
+        value = _check_range(name, int(delay.group(1)), text)
+        count = delay.group(2)
+        return value, True, None if count is None else _check_range(name, int(count), text)
+    if _NUMBER.fullmatch(text):
+        return _check_range(name, int(text), text, low=-1), False, None
+    raise InvalidArgumentError("%s: %r is not *, a number, */N or */N/C" % (name, text))
+
+
+def _check_range(name: str, value: int, text: str, low: int = 0) -> int:
+    if not low <= value <= I16_MAX:
+        raise InvalidArgumentError("%s: %r is out of range (%d to %d)"
+                                   % (name, text, low, I16_MAX))
     return value
 
 
-def parse_time_field(name: str, text: str) -> Tuple[int, bool, int]:
-    """One time field -> (value, is_delay, count); count 0 when the field names none."""
-    if text == "*":
-        return -1, False, 0
-    if text.startswith("*/"):
-        parts = text[2:].split("/")
-        if len(parts) > 2 or not all(part.isdigit() for part in parts):
-            raise InvalidArgumentError("%s: %r is not */N or */N/C" % (name, text))
-        return int(parts[0]), True, int(parts[1]) if len(parts) == 2 else 0
-    try:
-        return int(text), False, 0
-    except ValueError:
-        raise InvalidArgumentError("%s: %r is not *, a number, */N or */N/C"
-                                   % (name, text)) from None
-
-
-def parse_set_args(text: str) -> Dict[str, Any]:
-    """A ``set`` line without the word ``set`` -> keyword arguments for ``Plan.build``."""
-    tokens = split_tokens(text)
-    if len(tokens) < 8:
-        raise InvalidArgumentError(
-            "expected KEY SECOND MINUTE HOUR DAY MONTH WEEK ACTION [PARAMS], got %d fields"
-            % len(tokens))
-    if len(tokens) > 9:
-        raise InvalidArgumentError("too many fields (%d): quote PARAMS that contain spaces"
-                                   % len(tokens))
+def parse_set_tokens(tokens: Sequence[str]) -> Dict[str, Any]:
+    """The tokens of a ``set`` line (without ``set``) -> keyword arguments for Plan.build."""
+    if not 8 <= len(tokens) <= 9:
+        raise InvalidArgumentError("expected %s, got %d fields%s" % (
+            SET_USAGE, len(tokens), ": quote PARAMS that contain spaces" if tokens[9:] else ""))
     key, fields, action = tokens[0], tokens[1:7], tokens[7]
     action = ACTION_ALIASES.get(action, action)
     values: Dict[str, Any] = {}
-    is_time_out, count = False, 0
+    is_time_out, counts = False, set()
     for name, field in zip(FIELD_NAMES, fields):
         value, delay, field_count = parse_time_field(name, field)
         values[name] = value
         is_time_out = is_time_out or delay
-        count = count or field_count
-    return dict(key=key, is_time_out=is_time_out, count=(count or 1) if is_time_out else 0,
+        if field_count is not None:
+            counts.add(field_count)
+    if len(counts) > 1:
+        raise InvalidArgumentError("the fields give different counts %s: give C in one */N/C"
+                                   % sorted(counts))
+    count = counts.pop() if counts else 1
+    return dict(key=key, is_time_out=is_time_out, count=count if is_time_out else 0,
                 action=action, params=parse_params(tokens[8] if len(tokens) > 8 else "", action),
                 **values)
+
+
+def parse_set_args(text: str) -> Dict[str, Any]:
+    """A ``set`` line without the word ``set`` -> keyword arguments for ``Plan.build``."""
+    return parse_set_tokens(split_tokens(text))
 
 
 def format_time_fields(plan: Any) -> List[str]:
@@ -197,14 +209,20 @@ def _quote(text: str, quote: str) -> str:
     return quote + text.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
 
 
-def format_params(params: Dict[str, str]) -> str:
+def format_params(params: Optional[Dict[str, str]]) -> str:
     """``k='v';...`` — the inner level of quoting."""
-    return ";".join("%s=%s" % (name, _quote(value, "'")) for name, value in params.items())
+    return ";".join("%s=%s" % (name, _quote(value, "'"))
+                    for name, value in (params or {}).items())
+
+
+def quote_token(text: str) -> str:
+    """``text`` as one token of a command line: as it is when that is safe, else quoted."""
+    if text and not any(c.isspace() or c in _QUOTES + ";\\" for c in text):
+        return text
+    return _quote(text, '"')
 
 
 def format_set_args(plan: Any) -> str:
     """KEY, fields, ACTION and PARAMS, quoted so :func:`parse_set_args` gives them back."""
-    key = plan.key if plan.key and not any(c.isspace() or c in _QUOTES + ";\\"
-                                           for c in plan.key) else _quote(plan.key, '"')
-    return " ".join([key] + format_time_fields(plan) + [
-        plan.action, _quote(format_params(plan.params), '"')])
+    return " ".join([quote_token(plan.key)] + format_time_fields(plan) + [
+        quote_token(plan.action), _quote(format_params(plan.params), '"')])
