@@ -56,11 +56,19 @@ class Forsun:
                           params, now=int(self.clock()), tz=self.tz, created_time=self.clock())
         return await self.create_plan(plan)
 
-    async def create_plan(self, plan: Plan) -> Plan:
-        """Stores a validated plan, replacing (and cancelling) any plan with the same key."""
+    def check_plan(self, plan: Plan) -> None:
+        """What a built plan must pass before it is stored (its action exists, 1006).
+
+        Separate from :meth:`create_plan` so a request creating several plans can check
+        them all before storing the first.
+        """
         if not actions.has_action(plan.action):
             raise UnknownActionError("unknown action %r; known actions: %s"
                                      % (plan.action, ", ".join(actions.get_action_names())))
+
+    async def create_plan(self, plan: Plan) -> Plan:
+        """Stores a validated plan, replacing (and cancelling) any plan with the same key."""
+        self.check_plan(plan)
         try:
             old = await self.store.put_plan(plan)
         except ForsunError:

@@ -7,8 +7,7 @@ created, read and removed by the core. A plan travels as ``Plan.to_dict()``.
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ... import action as actions
-from ...error import InvalidArgumentError, StorePlanError, UnknownActionError
+from ...error import InvalidArgumentError, StorePlanError
 from ...plan import Plan
 from .base import BaseHandler
 from .bodies import (PlanArgs, crontab_plan_args, json_plan_args, line_context, query_text,
@@ -75,10 +74,7 @@ class PlanHandler(BaseHandler):
     def _build(self, number: Optional[int], args: PlanArgs, now: float) -> Plan:
         with line_context(number):
             plan = Plan.build(**args, now=int(now), tz=self.forsun.tz, created_time=now)
-            if not actions.has_action(plan.action):
-                # The core checks this too; checking here keeps a crontab body atomic.
-                raise UnknownActionError("unknown action %r; known actions: %s"
-                                         % (plan.action, ", ".join(actions.get_action_names())))
+            self.forsun.check_plan(plan)  # every line passes before the first is stored
         return plan
 
 
