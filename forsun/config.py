@@ -137,6 +137,13 @@ define("ACTION_MYSQL_PASSWD", "")
 define("ACTION_MYSQL_MAX_CONNECTIONS", 8)
 define("ACTION_MYSQL_WAIT_CONNECTION_TIMEOUT", 7200)
 define("ACTION_MYSQL_IDLE_SECONDS", 120)
+define("ACTION_CONNECT_TIMEOUT", 5.0,
+       "seconds the redis, mysql, beanstalk and thrift actions wait to connect")
+define("ACTION_IDLE_SECONDS", 120.0,
+       "seconds an unused connection of the redis, thrift and beanstalk actions stays open "
+       "(mysql: ACTION_MYSQL_IDLE_SECONDS)")
+define("ACTION_BEANSTALK_MAX_CONNECTIONS", 8,
+       "connections (and threads) of the beanstalk action per beanstalkd")
 
 define("EXTENSION_PATH", "")
 define("EXTENSIONS", [], "module.Class entries, ';'-separated in files and the environment")
@@ -145,10 +152,11 @@ define("EXTENSIONS", [], "module.Class entries, ';'-separated in files and the e
 # Modules that define settings of their own, next to the code that reads them. They are
 # imported before settings are resolved, so the environment and conf files can set them.
 SETTING_MODULES = (
-    "forsun.action.action",
     "forsun.store.drivers.mem",
     "forsun.store.drivers.redis",
     "forsun.servers.http.server",
+    "forsun.limits", "forsun.servers.access", "forsun.action.policy", "forsun.history",
+    "forsun.metrics",
 )
 
 
@@ -168,7 +176,11 @@ class Settings:
             self.update(values)
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self.values.get(name, default)
+        """The value; a setting defined after this object was built reads as its default."""
+        if name in self.values:
+            return self.values[name]
+        setting = SETTINGS.get(name)
+        return setting.default if setting is not None else default
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]

@@ -13,6 +13,11 @@ from .action import Action
 # name -> "module:Class" of the built-in actions, imported when first needed.
 BUILTIN_ACTIONS = {
     "shell": "forsun.action.drivers.shell:ShellAction",
+    "http": "forsun.action.drivers.http:HttpAction",
+    "redis": "forsun.action.drivers.redis:RedisAction",
+    "thrift": "forsun.action.drivers.thrift:ThriftAction",
+    "beanstalk": "forsun.action.drivers.beanstalk:BeanstalkAction",
+    "mysql": "forsun.action.drivers.mysql:MysqlAction",
 }
 
 _actions: Dict[str, Type[Action]] = {}

@@ -9,7 +9,6 @@ from typing import Any, Dict
 
 from ..error import ActionExecuteRetry
 
-
 class ExecuteActionError(Exception):
     """A final failure of an action (kept from 0.1.x; any exception but a retry is final)."""
 
@@ -21,6 +20,9 @@ class Action:
     plain one runs on the IOLoop, so it must not block). Raise
     :class:`forsun.error.ActionExecuteRetry` for failures a later attempt may fix.
     """
+
+    #: The setting holding the seconds one execute may take before the runner fails it.
+    timeout_setting = "ACTION_TIMEOUT"
 
     def __init__(self, ts: int, plan: Any, action: str, params: Dict[str, str]):
         self.ts = ts

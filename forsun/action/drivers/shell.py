@@ -1,24 +1,40 @@
 """The ``shell`` action: runs ``cmd`` with /bin/sh, as forsun 0.1.x did.
 
-Params: ``cmd``, ``cwd`` (default setting ACTION_SHELL_CWD), ``env`` (``a=1;b=c``, added
-to the daemon's environment). The fire's timestamp is in ``FORSUN_TIMESTAMP``. The process
-is awaited (so it is reaped, never left a zombie) and killed with its whole process group
-when it runs longer than ACTION_SHELL_TIMEOUT. A non-zero exit is a failure, not retried.
+Params: ``cmd`` (required), ``cwd`` (default setting ACTION_SHELL_CWD), ``env`` (``a=1;b=c``,
+added to the daemon's environment). The fire's timestamp is in ``FORSUN_TIMESTAMP``. A non-zero
+exit is a final failure (its last stderr bytes in the message), never retried; so is a ``cwd``
+that does not exist.
+
+The command runs in a session of its own. The action ends when the shell exits, even if a
+command it started in the background still holds stderr open (asyncio's ``Process.wait()``
+would wait for that pipe too): the exit comes from a SubprocessProtocol, and the pipe is
+closed only once those children close it (or forsund stops), so they do not get SIGPIPE.
+asyncio's child watcher reaps the shell, so no zombie is left. When the command runs longer
+than ACTION_SHELL_TIMEOUT, or the runner gives up on it, the whole session is killed with
+SIGKILL.
 """
 
 import asyncio
 import os
 import signal
-from typing import Dict
+from typing import Dict, Optional, Set
 
 from ... import config
-from ..action import Action
+from ..action import Action, ExecuteActionError
+from ..params import required
 
 STDERR_TAIL_BYTES = 2048
+# After a failed exit, how long stderr may take to reach its end (its last bytes can arrive
+# after the exit is noticed); background children holding it open cost no more than this.
+STDERR_GRACE_SECONDS = 0.2
+
+# Shells that exited while background children still hold their stderr; closed at stop.
+_lingering: Set[asyncio.SubprocessTransport] = set()
 
 
 def parse_env(text: str) -> Dict[str, str]:
-    """``a=1;b=c`` -> {"a": "1", "b": "c"}; the value may itself contain ``=``."""
+    """``a=1;b=c`` -> {"a": "1", "b": "c"}; the value may itself contain ``=``; items without
+    a name are skipped."""
     env = {}
     for item in text.split(";"):
         name, sep, value = item.partition("=")
@@ -27,44 +43,85 @@ def parse_env(text: str) -> Dict[str, str]:
     return env
 
 
+class _Shell(asyncio.SubprocessProtocol):
+    """Keeps the last stderr bytes and tells when the shell exits."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.exited: "asyncio.Future[None]" = loop.create_future()
+        self.finished: "asyncio.Future[None]" = loop.create_future()
+        self.stderr = b""
+        self.transport: Optional[asyncio.SubprocessTransport] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.stderr = (self.stderr + data)[-STDERR_TAIL_BYTES:]
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        """The shell exited and every holder of its stderr closed it."""
+        self.finished.set_result(None)
+        if self.transport is not None:
+            _lingering.discard(self.transport)
+            self.transport.close()
+
+
 class ShellAction(Action):
+    timeout_setting = "ACTION_SHELL_TIMEOUT"
+
     async def execute(self, *args, **kwargs) -> None:
-        cmd = self.params.get("cmd", "")
-        if not cmd.strip():
-            raise ValueError("shell action without cmd")
+        cmd = required(self.params, "cmd")
         cwd = self.params.get("cwd") or config.get("ACTION_SHELL_CWD") or None
         env = dict(os.environ)
         env.update(parse_env(self.params.get("env", "")))
         env["FORSUN_TIMESTAMP"] = str(self.ts)
-        process = await asyncio.create_subprocess_shell(
-            cmd, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True)
+        loop = asyncio.get_running_loop()
+        try:
+            transport, shell = await loop.subprocess_shell(
+                _Shell, cmd, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True)
+        except OSError as e:
+            raise ExecuteActionError("%r cannot start in %s: %s"
+                                     % (cmd, cwd or "the daemon's directory", e.strerror or e)) \
+                from None
         timeout = float(config.get("ACTION_SHELL_TIMEOUT"))
         try:
-            stderr = await asyncio.wait_for(_read_tail(process), timeout)
-            code = await asyncio.wait_for(process.wait(), timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            _kill_group(process)
-            await process.wait()
+            await asyncio.wait_for(asyncio.shield(shell.exited), timeout)
+        except asyncio.TimeoutError:
+            await _kill(transport, shell)
+            raise ExecuteActionError("%r killed after %.0f s (ACTION_SHELL_TIMEOUT)"
+                                     % (cmd, timeout)) from None
+        except asyncio.CancelledError:
+            await _kill(transport, shell)
             raise
+        code = transport.get_returncode()
         if code != 0:
-            detail = stderr.decode("utf-8", "replace").strip()
-            raise RuntimeError("%r exited with %d%s" % (cmd, code, (": " + detail) if detail else ""))
+            await asyncio.wait([shell.finished], timeout=STDERR_GRACE_SECONDS)
+        if not shell.finished.done():
+            _lingering.add(transport)
+        if code != 0:
+            detail = shell.stderr.decode("utf-8", "replace").strip()
+            raise ExecuteActionError("%r exited with %d%s"
+                                     % (cmd, code, (": " + detail) if detail else ""))
+
+    @classmethod
+    def uninit(cls) -> None:
+        """At stop, stops reading the stderr that background children still hold."""
+        while _lingering:
+            _lingering.pop().close()
 
 
-async def _read_tail(process: asyncio.subprocess.Process) -> bytes:
-    """Reads stderr to its end, keeping only the last bytes for the error message."""
-    tail = b""
-    while True:
-        chunk = await process.stderr.read(65536)
-        if not chunk:
-            return tail
-        tail = (tail + chunk)[-STDERR_TAIL_BYTES:]
-
-
-def _kill_group(process: asyncio.subprocess.Process) -> None:
+async def _kill(transport: asyncio.SubprocessTransport, shell: _Shell) -> None:
+    """Kills the command's whole session and waits until the shell is reaped."""
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(transport.get_pid(), signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    await shell.exited
+    transport.close()
