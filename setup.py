@@ -20,6 +20,7 @@ setup(
         "greenstalk>=2.0",
         "msgpack>=1.0",
         "psutil>=5.8",
+        "prometheus-client>=0.17",  # GET /metrics (forsun/metrics.py)
         "tzdata; platform_system == 'Windows'",
     ],
     extras_require={

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import action as actions
 from . import crontime
+from .action.policy import ActionPolicy
 from .action.runner import ActionRunner
 from .error import (ForsunError, NotFoundPlanError, RemovePlanError, StorePlanError,
                     UnknownActionError)
@@ -36,6 +37,8 @@ class Forsun:
         self.status = status
         self.tz: tzinfo = crontime.resolve_timezone(settings.get("TIMEZONE"))
         self.runner = runner or ActionRunner(settings, status, store)
+        self.action_policy = ActionPolicy.from_settings(settings)  # ALLOWED_ACTIONS
+        self.max_plans = int(settings.get("MAX_PLANS") or 0)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -65,15 +68,22 @@ class Forsun:
         if not actions.has_action(plan.action):
             raise UnknownActionError("unknown action %r; known actions: %s"
                                      % (plan.action, ", ".join(actions.get_action_names())))
+        self.action_policy.check(plan.action)
 
     async def create_plan(self, plan: Plan) -> Plan:
         """Stores a validated plan, replacing (and cancelling) any plan with the same key."""
         self.check_plan(plan)
+        if self.max_plans and self.status.plan_count >= self.max_plans:
+            await self._check_room(plan.key)
         try:
             old = await self.store.put_plan(plan)
+        except (StorePlanError, RemovePlanError):  # the store's own failure (Redis away)
+            self.status.store_error("create")
+            raise
         except ForsunError:
             raise
         except Exception as e:
+            self.status.store_error("create")
             log.error("storing plan %s failed: %s", plan.key, e)
             raise StorePlanError("storing the plan failed: %s" % e) from e
         if plan.is_time_out:
@@ -84,12 +94,27 @@ class Forsun:
             self.status.plan_count += 1
         return plan
 
+    async def _check_room(self, key: str) -> None:
+        """MAX_PLANS: a new key is refused (1004) while the store holds max_plans plans;
+        replacing a plan is allowed. The count is re-read before refusing."""
+        if await self._read(self.store.has_plan(key)):
+            return
+        self.status.plan_count = await self.count_plans()
+        if self.status.plan_count >= self.max_plans:
+            raise StorePlanError("the server holds %d plans, its limit (MAX_PLANS = %d): "
+                                 "remove plans or raise max_plans; replacing an existing "
+                                 "key still works" % (self.status.plan_count, self.max_plans))
+
     async def remove_plan(self, key: str) -> Plan:
         try:
             plan = await self.store.take_plan(key)
+        except (StorePlanError, RemovePlanError):  # the store's own failure (Redis away)
+            self.status.store_error("remove")
+            raise
         except ForsunError:
             raise
         except Exception as e:
+            self.status.store_error("remove")
             log.error("removing plan %s failed: %s", key, e)
             raise RemovePlanError("removing the plan failed: %s" % e) from e
         if plan is None:
@@ -120,21 +145,27 @@ class Forsun:
     async def _read(self, awaitable: Any) -> Any:
         try:
             return await awaitable
+        except (StorePlanError, RemovePlanError):  # the store's own failure (Redis away)
+            self.status.store_error("read")
+            raise
         except ForsunError:
             raise
         except Exception as e:
+            self.status.store_error("read")
             log.error("reading the store failed: %s", e)
             raise StorePlanError("reading the store failed: %s" % e) from e
 
     # -- firing -----------------------------------------------------------------------------
 
-    async def fire_second(self, ts: int) -> int:
+    async def fire_second(self, ts: int, redo_fired: bool = False) -> int:
         """Fires every plan due at ``ts``; returns how many fired.
 
         Each due plan gets last_timeout, current_count and its next fire (counted from the
         later of ``ts`` and now, so a late or caught-up second does not cause a burst of
         repeats), is rescheduled or removed, then its action starts. A store failure
         raises, and the timer handles ``ts`` again later: nothing is skipped.
+        ``redo_fired``: also dispatch plans already rescheduled for ``ts`` (by a node that
+        died while firing it), without rescheduling them again.
         """
         status = self.status
         status.timeout_handling_count += 1
@@ -145,19 +176,26 @@ class Forsun:
             for start in range(0, len(keys), FIRE_BATCH):
                 if start:
                     await asyncio.sleep(0)
-                fired += await self._fire_batch(ts, keys[start:start + FIRE_BATCH], after)
+                fired += await self._fire_batch(ts, keys[start:start + FIRE_BATCH], after,
+                                                redo_fired)
             await self.store.delete_time_plans(ts)
             status.timeout_handled_count += 1
             return fired
         finally:
             status.timeout_handling_count -= 1
 
-    async def _fire_batch(self, ts: int, keys: List[str], after: int) -> int:
+    async def _fire_batch(self, ts: int, keys: List[str], after: int,
+                          redo_fired: bool = False) -> int:
         rescheduled: List[Plan] = []
         finished: List[str] = []
         due: List[Plan] = []
+        redone: List[Plan] = []
         for plan in await self.store.get_plans(keys):
-            if plan is None or plan.next_time != ts:
+            if plan is None:
+                continue
+            if plan.next_time != ts:
+                if redo_fired and plan.last_timeout == ts:
+                    redone.append(plan)
                 continue  # removed, replaced or rescheduled since it was indexed
             plan.last_timeout = ts
             if plan.current_count < I16_MAX:
@@ -169,10 +207,12 @@ class Forsun:
                 plan.next_time = next_time
                 rescheduled.append(plan)
             due.append(plan)
+        for plan in redone:
+            self.runner.run(ts, plan)
         if not due:
-            return 0
+            return len(redone)
         await self.store.commit_fired(ts, rescheduled, finished)
         self.status.plan_count -= len(finished)
         for plan in due:
             self.runner.run(ts, plan)
-        return len(due)
+        return len(due) + len(redone)

@@ -16,6 +16,7 @@ import msgpack
 
 from . import crontime
 from .error import InvalidArgumentError, WillNeverArriveTimeError
+from .limits import MAX_PARAMS_BYTES as _MAX_PARAMS_SETTING, max_params_bytes
 
 TIME_FIELDS = ("second", "minute", "hour", "day", "month", "week")
 
@@ -216,7 +217,7 @@ def _check_int(name: str, value: Any, low: int, high: int) -> int:
     return value
 
 
-MAX_PARAMS_BYTES = 64 * 1024
+MAX_PARAMS_BYTES = _MAX_PARAMS_SETTING.default  # the setting's default; see max_params_bytes()
 
 
 def _check_params(params: Any) -> Dict[str, str]:
@@ -232,6 +233,8 @@ def _check_params(params: Any) -> Dict[str, str]:
                                        % (name, type(value).__name__))
         size += len(name) + len(value)
         checked[name] = value
-    if size > MAX_PARAMS_BYTES:
-        raise InvalidArgumentError("params are larger than %d bytes" % MAX_PARAMS_BYTES)
+    limit = max_params_bytes()  # the MAX_PARAMS_BYTES setting (forsun/limits.py)
+    if size > limit:
+        raise InvalidArgumentError("params are %d bytes, more than the %d allowed "
+                                   "(MAX_PARAMS_BYTES)" % (size, limit))
     return checked

@@ -7,10 +7,12 @@
 import os
 import platform
 import time
-from typing import Dict, List
+from bisect import bisect_left
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
+from .history import Execution, ExecutionHistory
 from .version import version
 
 # The counters of SPEC section 6, in the order ``info`` lists them.
@@ -25,16 +27,103 @@ COUNTERS = (
 )
 
 
+# Histogram bucket bounds (seconds) of the /metrics histograms.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0, 120.0, 300.0, 900.0, 3600.0)
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+                    60.0, 300.0)
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Histogram:
+    """Observations counted per bucket, as Prometheus histograms count them (``le``)."""
+
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds: Sequence[float]):
+        self.bounds = tuple(bounds)
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        index = bisect_left(self.bounds, value)
+        if index < len(self.counts):
+            self.counts[index] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> List[Tuple[float, int]]:
+        """(upper bound, observations at or below it), ending with (+inf, count)."""
+        total, buckets = 0, []
+        for bound, count in zip(self.bounds, self.counts):
+            total += count
+            buckets.append((bound, total))
+        buckets.append((float("inf"), self.count))
+        return buckets
+
+
 class ForsunStatus:
     def __init__(self) -> None:
         self.start_time = time.time()
         self.customs: Dict[str, int] = {}
+        self.history = ExecutionHistory()
         self.reset()
 
     def reset(self) -> None:
         for name in COUNTERS:
             setattr(self, name, 0)
         self.customs.clear()
+        # Beyond 0.1.x, for /metrics (forsun/metrics.py) and /v1/executions:
+        self.fires: Dict[Tuple[str, str], int] = {}          # (action, outcome) -> fires
+        self.action_retries: Dict[str, int] = {}             # action -> retried attempts
+        self.action_durations: Dict[str, Histogram] = {}     # action -> attempt durations
+        self.timer_lateness = Histogram(LATENESS_BUCKETS)    # due second -> firing starts
+        self.loop_lag = Histogram(LOOP_LAG_BUCKETS)          # IOLoop callbacks running late
+        self.loop_lag_last = 0.0
+        self.store_errors: Dict[str, int] = {}               # operation -> failures
+        self.connections_refused: Dict[Tuple[str, str], int] = {}  # (server, reason) -> count
+        self.history.clear()
+
+    # -- beyond 0.1.x: what /metrics and /v1/executions show -----------------------------
+
+    def action_finished(self, ts: int, plan: Any, attempt: int, outcome: int,
+                        duration: float, error: Optional[str] = None) -> None:
+        """One attempt of a fire ended (the runner calls this for every attempt).
+
+        ``outcome``: 1 succeeded, -1 failed for good, 0 failed and will be retried.
+        ``attempt`` counts retries (0 = first attempt). Final outcomes enter the history.
+        """
+        action = plan.action
+        histogram = self.action_durations.get(action)
+        if histogram is None:
+            histogram = self.action_durations[action] = Histogram(DURATION_BUCKETS)
+        histogram.observe(duration)
+        if outcome == 0:
+            self.action_retries[action] = self.action_retries.get(action, 0) + 1
+            return
+        label = (action, "succeeded" if outcome > 0 else "failed")
+        self.fires[label] = self.fires.get(label, 0) + 1
+        self.history.append(Execution(plan.key, ts, action, 1 if outcome > 0 else -1,
+                                      attempt + 1, time.time() - duration, duration, error))
+
+    def observe_lateness(self, seconds: float) -> None:
+        """How long after its second boundary the handling of a second started."""
+        self.timer_lateness.observe(max(0.0, seconds))
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        self.loop_lag_last = seconds
+        self.loop_lag.observe(seconds)
+
+    def store_error(self, operation: str) -> None:
+        """A store call failed: create, remove, read, fire, set_status, snapshot, ..."""
+        self.store_errors[operation] = self.store_errors.get(operation, 0) + 1
+
+    def connection_refused(self, server: str, reason: str) -> None:
+        """A connection was closed at accept: reason "address" (ALLOW_IPS) or
+        "max_connections"."""
+        label = (server, reason)
+        self.connections_refused[label] = self.connections_refused.get(label, 0) + 1
 
     def inc(self, key: str, value: int = 1) -> None:
         """Adds to a counter; unknown names become extension counters listed in ``info``."""

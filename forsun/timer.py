@@ -5,6 +5,12 @@ drifts), then handles every second from the last handled one up to now. After a 
 it starts from the store's ``current`` second, so seconds that passed while the daemon was
 down are caught up; the store can skip empty seconds of a long outage (``due_seconds``).
 A second whose handling fails (the store is down) is retried until it succeeds.
+
+When the store elects one firing node among several (``store.leadership``, the redis
+store's lease), the timer fires only while this node leads, and reloads the current second
+from the store whenever it takes over. The first second handled after a (re)load is the one
+a previous process may have died in the middle of: plans it already rescheduled for that
+second are dispatched again (at least once, never lost; duplicates only for that second).
 """
 
 import asyncio
@@ -23,7 +29,7 @@ RETRY_SECONDS = 1.0
 
 
 class Timer:
-    def __init__(self, fire_second: Callable[[int], Awaitable[int]], store: Store,
+    def __init__(self, fire_second: Callable[..., Awaitable[int]], store: Store,
                  status: ForsunStatus, clock: Callable[[], float] = time.time):
         self.fire_second = fire_second
         self.store = store
@@ -33,6 +39,7 @@ class Timer:
         self._task: Optional[asyncio.Task] = None
         self._stopping = False
         self._wakeup: Optional[asyncio.Future] = None
+        self._takeover = False  # the next second handled may be a dead leader's
 
     def start(self) -> None:
         self._stopping = False
@@ -57,9 +64,19 @@ class Timer:
             pass
 
     async def _run(self) -> None:
-        while not self._stopping and not await self._load_current():
-            await self._sleep(RETRY_SECONDS)
+        leadership = getattr(self.store, "leadership", None)
+        loaded = False
         while not self._stopping:
+            if leadership is not None and not leadership.is_leader():
+                await self._wait_leader(leadership)
+                loaded = False
+                continue
+            if not loaded:
+                loaded = await self._load_current()
+                if not loaded:
+                    await self._sleep(RETRY_SECONDS)
+                    continue
+                self._takeover = True
             self.status.timer_loop_count += 1
             now = int(self.clock())
             if self.current < now:
@@ -71,6 +88,13 @@ class Timer:
                     await self._sleep(RETRY_SECONDS)
                 continue
             await self._sleep(self.current + 1 - self.clock())
+
+    async def _wait_leader(self, leadership) -> None:
+        """Waits until this node leads, or the timer stops."""
+        self._wakeup = asyncio.get_running_loop().create_future()
+        leading = asyncio.ensure_future(leadership.wait_leader())
+        await asyncio.wait([leading, self._wakeup], return_when=asyncio.FIRST_COMPLETED)
+        leading.cancel()
 
     async def _load_current(self) -> bool:
         try:
@@ -97,6 +121,10 @@ class Timer:
             await self._handle(self.current + 1)
 
     async def _handle(self, ts: int) -> None:
-        await self.fire_second(ts)
+        if self._takeover:
+            await self.fire_second(ts, redo_fired=True)
+            self._takeover = False
+        else:
+            await self.fire_second(ts)
         await self.store.set_current(ts)
         self.current = ts

@@ -76,7 +76,9 @@ async def test_shell_timeout_kills_the_whole_session(tmp_path, action_settings):
 
 
 async def test_runner_timeout_kills_the_command(tmp_path, make_runner):
-    runner = make_runner(ACTION_TIMEOUT=0.3)
+    """Shell's time limit is ACTION_SHELL_TIMEOUT (not ACTION_TIMEOUT); past it the whole
+    session is killed and the fire fails, not retried."""
+    runner = make_runner(ACTION_SHELL_TIMEOUT=0.3, ACTION_TIMEOUT=0.1)
     runner.fire("slow", "shell", {"cmd": "echo $$ > sh.pid; sleep 30", "cwd": str(tmp_path)})
     assert await runner.outcome("slow") == -1
     assert no_live_process(int((tmp_path / "sh.pid").read_text()), within=2)

@@ -171,9 +171,12 @@ async def test_timer_catches_up_missed_seconds_once_each_in_order():
     handled = []
     clock = FakeClock(1000.5)
     both_done = asyncio.Event()
+    redone = []
 
-    async def fire(ts):
+    async def fire(ts, redo_fired=False):
         handled.append(ts)
+        if redo_fired:
+            redone.append(ts)
         if ts == 1000:
             both_done.set()
         return 0
@@ -183,6 +186,7 @@ async def test_timer_catches_up_missed_seconds_once_each_in_order():
     await asyncio.wait_for(both_done.wait(), 5)
     await timer.stop()
     assert handled == [996, 997, 998, 999, 1000] and store.current == 1000
+    assert redone == [996]  # the second a previous process may have died in
 
 
 async def test_timer_keeps_its_place_while_the_store_fails(monkeypatch):
@@ -194,7 +198,7 @@ async def test_timer_keeps_its_place_while_the_store_fails(monkeypatch):
     done = asyncio.Event()
     failures = []
 
-    async def fire(ts):
+    async def fire(ts, redo_fired=False):
         if len(failures) < 3:
             failures.append(ts)
             raise ConnectionError("down")
@@ -223,7 +227,7 @@ async def test_timer_skips_empty_seconds_of_a_long_outage():
     handled = []
     done = asyncio.Event()
 
-    async def fire(ts):
+    async def fire(ts, redo_fired=False):
         handled.append(ts)
         if ts == 100000:
             done.set()
@@ -234,3 +238,16 @@ async def test_timer_skips_empty_seconds_of_a_long_outage():
     await asyncio.wait_for(done.wait(), 20)
     await timer.stop()
     assert handled == [1500, 90000, 100000] and store.current == 100000
+
+
+async def test_redo_dispatches_plans_a_dead_node_already_rescheduled(core):
+    """After a takeover, plans rescheduled for ts by the dead node fire again, once."""
+    plan = delay("half-done", 5, now=1000, count=0)
+    await core.create_plan(plan)
+    plan.last_timeout, plan.current_count, plan.next_time = 1005, 1, 1010  # what it committed
+    await core.store.set_plan(plan)
+    core.store.times[1005] = {"half-done": 0}  # it died before deleting the second
+    assert await core.fire_second(1005, redo_fired=True) == 1
+    assert core.runner.fires == [(1005, "half-done")]
+    assert (await core.get_plan("half-done")).next_time == 1010  # not rescheduled twice
+    assert await core.fire_second(1005) == 0

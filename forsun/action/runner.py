@@ -16,6 +16,7 @@ from ..error import ActionExecuteRetry
 from ..plan import Plan
 from ..status import ForsunStatus
 from . import get_action_class
+from .policy import ActionPolicy
 
 log = logging.getLogger("forsun.action")
 
@@ -29,6 +30,7 @@ class ActionRunner:
         self.retry_delay_rate = float(settings.get("ACTION_RETRY_DELAY_RATE"))
         self.retry_max_count = int(settings.get("ACTION_RETRY_MAX_COUNT"))
         self.timeout = float(settings.get("ACTION_TIMEOUT"))
+        self.policy = ActionPolicy.from_settings(settings)  # ALLOWED_ACTIONS, at every fire
         self._tasks: Set[asyncio.Task] = set()
         self._retries: Set[object] = set()
 
@@ -56,10 +58,11 @@ class ActionRunner:
             if attempt < self.retry_max_count:
                 status.action_executed_error_count += 1
                 self._schedule_retry(ts, plan, attempt + 1, e)
+                outcome, error = 0, _describe(e)  # 0: this attempt failed, a retry follows
                 return
             outcome, error = -1, "gave up after %d retries: %s" % (attempt, _describe(e))
-        except asyncio.TimeoutError:
-            outcome, error = -1, "timed out after %.0f s" % self.timeout
+        except asyncio.TimeoutError as e:
+            outcome, error = -1, str(e) or "timed out"
         except asyncio.CancelledError:
             outcome, error = -1, "cancelled at stop"
             raise
@@ -69,25 +72,34 @@ class ActionRunner:
         finally:
             status.action_executing_count -= 1
             status.action_executed_count += 1
+            status.action_finished(ts, plan, attempt, outcome, time.monotonic() - started, error)
             if outcome < 0:
                 status.action_executed_error_count += 1
                 log.error("plan %s action %s at %s failed: %s", plan.key, plan.action, ts, error)
-            else:
+            elif outcome > 0:
                 log.debug("plan %s action %s at %s done in %.1f ms", plan.key, plan.action, ts,
                           (time.monotonic() - started) * 1000)
         try:
             await self.store.set_status(plan.key, ts, outcome)
         except Exception as e:
+            status.store_error("set_status")
             log.error("plan %s saving status %s failed: %s", plan.key, outcome, e)
 
     async def _call(self, ts: int, plan: Plan) -> None:
+        self.policy.check_fire(plan.action)
         try:
             cls = get_action_class(plan.action)
         except KeyError:
             raise LookupError("unknown action %r" % plan.action) from None
         result = cls(ts, plan, plan.action, plan.params).execute()
         if asyncio.isfuture(result) or asyncio.iscoroutine(result) or hasattr(result, "__await__"):
-            await asyncio.wait_for(_awaitable(result), self.timeout)
+            # A shell command may run for an hour; a network call gets ACTION_TIMEOUT.
+            timeout = float(self.settings.get(getattr(cls, "timeout_setting", "ACTION_TIMEOUT"))
+                            or self.timeout)
+            try:
+                await asyncio.wait_for(_awaitable(result), timeout)
+            except asyncio.TimeoutError:
+                raise asyncio.TimeoutError("timed out after %.0f s" % timeout) from None
 
     def _schedule_retry(self, ts: int, plan: Plan, attempt: int, reason: Exception) -> None:
         delay = self.retry_delay(attempt)

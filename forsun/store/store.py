@@ -50,9 +50,19 @@ class Store:
     """Base class for stores. ``settings`` is the daemon's :class:`forsun.config.Settings`."""
 
     name = ""
+    #: The service's :class:`forsun.status.ForsunStatus`, set before :meth:`init` (None in
+    #: a store used on its own). See :meth:`report_error`.
+    status: Any = None
 
     def __init__(self, settings=None, *args, **kwargs):
         self.settings = settings
+
+    def report_error(self, operation: str) -> None:
+        """Counts a persistence failure the store handles itself (a failed background
+        write, say) into ``forsun_store_errors_total{operation}``. Failures that reach the
+        core as exceptions are counted there."""
+        if self.status is not None:
+            self.status.store_error(operation)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -6,6 +6,9 @@ section 3): handlers return data through :meth:`BaseHandler.answer` or raise; a
 query encoding) become 1007, anything unexpected becomes 1001 and is logged with its
 traceback.
 
+With ``AUTH_TOKEN`` set, a request without ``Authorization: Bearer <token>`` is answered
+HTTP 401 (the envelope, errcode 1007) from its headers, before its body is read.
+
 Bodies are streamed (``stream_request_body``) so the limit is enforced before a byte of an
 oversized body is read: a ``Content-Length`` above ``HTTP_MAX_BODY_BYTES`` is answered from
 the headers alone, a chunked body as soon as it passes the limit. Either way the connection
@@ -44,9 +47,16 @@ class BaseHandler(RequestHandler):
     # -- the body ------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Refuses a body that is too large, or framed in a way tornado would refuse,
-        from its headers, so it is answered in the envelope and never read."""
+        """Refuses a request without the auth token, and a body that is too large or
+        framed in a way tornado would refuse, from its headers, so it is answered in the
+        envelope and the body is never read."""
         headers = self.request.headers
+        problem = self.service.auth.problem(headers.get("Authorization"))
+        if problem:
+            self.set_status(401)
+            self.set_header("WWW-Authenticate", 'Bearer realm="forsun"')
+            self._refuse_body(problem)
+            return
         try:
             is_transfer_encoding_chunked(headers)
             length = _content_length(headers.get("Content-Length"))
@@ -71,9 +81,11 @@ class BaseHandler(RequestHandler):
         dropping the framing headers tells it there is nothing left to read meanwhile
         (otherwise it would read on, or append its own bare "400 Bad Request").
         """
-        for name in ("Content-Length", "Transfer-Encoding"):
-            self.request.headers.pop(name, None)
-        self.set_header("Connection", "close")
+        headers = self.request.headers
+        if "Content-Length" in headers or "Transfer-Encoding" in headers:
+            for name in ("Content-Length", "Transfer-Encoding"):
+                headers.pop(name, None)
+            self.set_header("Connection", "close")
         self.answer_error(InvalidArgumentError(message))
 
     # -- answers -------------------------------------------------------------------------

@@ -7,7 +7,8 @@ created, read and removed by the core. A plan travels as ``Plan.to_dict()``.
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ...error import InvalidArgumentError, StorePlanError
+from ...error import ForsunError, InvalidArgumentError, StorePlanError
+from ...metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, render as render_metrics
 from ...plan import Plan
 from .base import BaseHandler
 from .bodies import (PlanArgs, crontab_plan_args, json_plan_args, line_context, query_text,
@@ -97,6 +98,36 @@ class InfoHandler(BaseHandler):
         self.answer(await self.service.info())
 
 
+class ExecutionsHandler(BaseHandler):
+    """The execution history (forsun/history.py), newest first; ``key`` filters by plan,
+    ``limit`` caps the answer."""
+
+    async def get(self) -> None:
+        arguments = self.request.query_arguments
+        key = query_text(arguments, "key") or None
+        limit_text = query_text(arguments, "limit")
+        limit = None
+        if limit_text:
+            if not limit_text.isdigit() or not limit_text.isascii() or int(limit_text) < 1:
+                raise InvalidArgumentError("limit must be a positive integer, got %r"
+                                           % limit_text)
+            limit = int(limit_text)
+        history = self.service.status.history
+        self.answer([execution.to_dict() for execution in history.list(key, limit)])
+
+
+class MetricsHandler(BaseHandler):
+    """Prometheus text format (forsun/metrics.py), bare like Prometheus expects."""
+
+    async def get(self) -> None:
+        try:
+            self.service.status.plan_count = await self.forsun.count_plans()
+        except ForsunError:
+            pass  # the store is away (logged, counted): scrape the last known count
+        self.set_header("Content-Type", METRICS_CONTENT_TYPE)
+        self.finish(render_metrics(self.service.metrics))
+
+
 class OpenAPIHandler(BaseHandler):
     """The API's OpenAPI document, bare (not in the envelope) as OpenAPI tools expect."""
 
@@ -111,5 +142,7 @@ ROUTES = (
     ("/v1/time", TimeHandler),
     ("/v1/keys", KeysHandler),
     ("/v1/info", InfoHandler),
+    ("/v1/executions", ExecutionsHandler),
+    ("/metrics", MetricsHandler),
     ("/v1/openapi.json", OpenAPIHandler),
 )

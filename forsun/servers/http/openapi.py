@@ -25,7 +25,8 @@ ERROR_CODES = {
     error.REMOVE_PLAN_ERROR: "removing the plan failed",
     error.UNKNOWN_ACTION: "unknown action",
     error.INVALID_ARGUMENT: "a required argument is missing or invalid (also: unknown route "
-                            "or method, body too large, body not parseable)",
+                            "or method, body too large, body not parseable, and with HTTP "
+                            "status 401 a missing or wrong auth token)",
 }
 
 # SPEC section 6, in order; the counters follow.
@@ -84,6 +85,26 @@ def _answer(data: Schema) -> Schema:
                "required": ["errcode", "errmsg", "data"],
                "properties": {"errcode": {"const": 0}, "errmsg": {"const": ""}, "data": data}}
     return {"oneOf": [success, {"$ref": "#/components/schemas/Error"}]}
+
+
+EXECUTION: Schema = {
+    "type": "object", "additionalProperties": False,
+    "required": ["key", "due", "action", "outcome", "status", "attempts", "started_time",
+                 "duration", "error"],
+    "properties": {
+        "key": {"type": "string"},
+        "due": dict(I32, description="the second the plan was due (its fire timestamp)"),
+        "action": {"type": "string"},
+        "outcome": {"enum": ["succeeded", "failed"]},
+        "status": {"enum": [1, -1], "description": "1 succeeded, -1 failed"},
+        "attempts": {"type": "integer", "minimum": 1, "description": "1 + retries"},
+        "started_time": {"type": "number", "description": "Unix time the last attempt started"},
+        "duration": {"type": "number", "minimum": 0,
+                     "description": "seconds the last attempt ran"},
+        "error": {"type": ["string", "null"], "description": "why it failed; null if it "
+                                                             "succeeded"},
+    },
+}
 
 
 def _ref(name: str) -> Schema:
@@ -161,6 +182,18 @@ def _paths() -> Dict[str, Any]:
         "/v1/info": {"get": {
             "summary": "server information and counters",
             "responses": _json_response(_answer(_ref("Info")), "the info map")}},
+        "/v1/executions": {"get": {
+            "summary": "the last fires and their outcomes (EXECUTION_HISTORY_SIZE kept), "
+                       "newest first",
+            "parameters": [_query("key", {"type": "string"}, False, "only this plan's fires"),
+                           _query("limit", {"type": "integer", "minimum": 1}, False,
+                                  "at most this many")],
+            "responses": _json_response(_answer({"type": "array", "items": _ref("Execution")}),
+                                        "the fires")}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text format 0.0.4, not in the envelope)",
+            "responses": {"200": {"description": "the metrics",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/v1/openapi.json": {"get": {
             "summary": "this document (bare, not in the envelope)",
             "responses": _json_response({"type": "object", "required": ["openapi", "paths"]},
@@ -168,11 +201,28 @@ def _paths() -> Dict[str, Any]:
     }
 
 
+UNAUTHORIZED = {"description": "AUTH_TOKEN is set and the request lacks 'Authorization: "
+                               "Bearer <token>' (or has another token); errcode 1007",
+                "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/Error"}}}}
+
+
+def _with_unauthorized(paths: Dict[str, Any]) -> Dict[str, Any]:
+    for operations in paths.values():
+        for operation in operations.values():
+            operation["responses"]["401"] = UNAUTHORIZED
+    return paths
+
+
 def _components() -> Dict[str, Any]:
-    return {"schemas": {
+    return {"securitySchemes": {"bearerToken": {
+        "type": "http", "scheme": "bearer",
+        "description": "only when forsund has an AUTH_TOKEN (auth_token in the conf file)"}},
+            "schemas": {
         "Plan": {"type": "object", "additionalProperties": False, "required": list(FIELDS),
                  "properties": {name: PLAN_FIELD_SCHEMAS[name] for name in FIELDS}},
         "PlanInput": _plan_input(),
+        "Execution": EXECUTION,
         "Info": {"type": "object", "additionalProperties": {"type": "string"},
                  "required": list(INFO_KEYS),
                  "description": "SPEC section 6; extensions may add counters"},
@@ -196,10 +246,12 @@ def document() -> Dict[str, Any]:
             "title": "forsun HTTP API",
             "version": version,
             "description": "Every answer is HTTP 200 with {errcode, errmsg, data}; errcode 0 "
-                           "is success. A path that is no route, or a method a route lacks, "
+                           "is success. With an auth token configured, a request without "
+                           "it is answered HTTP 401 in the same envelope. A path that is no route, or a method a route lacks, "
                            "is answered with errcode 1007 in the same envelope.",
         },
-        "paths": _paths(),
+        "security": [{"bearerToken": []}, {}],
+        "paths": _with_unauthorized(_paths()),
         "components": _components(),
     }
 
