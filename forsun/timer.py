@@ -9,8 +9,9 @@ A second whose handling fails (the store is down) is retried until it succeeds.
 When the store elects one firing node among several (``store.leadership``, the redis
 store's lease), the timer fires only while this node leads, and reloads the current second
 from the store whenever it takes over. The first second handled after a (re)load is the one
-a previous process may have died in the middle of: plans it already rescheduled for that
-second are dispatched again (at least once, never lost; duplicates only for that second).
+a previous process may have died in the middle of, and a second whose handling failed may
+be partly committed: plans already rescheduled for such a second are dispatched again (at
+least once, never lost; duplicates only for that second).
 """
 
 import asyncio
@@ -39,7 +40,7 @@ class Timer:
         self._task: Optional[asyncio.Task] = None
         self._stopping = False
         self._wakeup: Optional[asyncio.Future] = None
-        self._takeover = False  # the next second handled may be a dead leader's
+        self._redo_next = False  # the next second handled may be partly fired already
 
     def start(self) -> None:
         self._stopping = False
@@ -76,13 +77,15 @@ class Timer:
                 if not loaded:
                     await self._sleep(RETRY_SECONDS)
                     continue
-                self._takeover = True
+                self._redo_next = True
             self.status.timer_loop_count += 1
             now = int(self.clock())
             if self.current < now:
                 try:
                     await self._handle_until(now)
                 except Exception as e:
+                    # Part of the second may have been committed before the failure.
+                    self._redo_next = True
                     self.status.timer_loop_ready_error_count += 1
                     log.error("handling second %d failed, will retry: %s", self.current + 1, e)
                     await self._sleep(RETRY_SECONDS)
@@ -121,9 +124,9 @@ class Timer:
             await self._handle(self.current + 1)
 
     async def _handle(self, ts: int) -> None:
-        if self._takeover:
+        if self._redo_next:
             await self.fire_second(ts, redo_fired=True)
-            self._takeover = False
+            self._redo_next = False
         else:
             await self.fire_second(ts)
         await self.store.set_current(ts)
