@@ -75,17 +75,8 @@ class Forsun:
         self.check_plan(plan)
         if self.max_plans and self.status.plan_count >= self.max_plans:
             await self._check_room(plan.key)
-        try:
-            old = await self.store.put_plan(plan)
-        except (StorePlanError, RemovePlanError):  # the store's own failure (Redis away)
-            self.status.store_error("create")
-            raise
-        except ForsunError:
-            raise
-        except Exception as e:
-            self.status.store_error("create")
-            log.error("storing plan %s failed: %s", plan.key, e)
-            raise StorePlanError("storing the plan failed: %s" % e) from e
+        old = await self._store_call(self.store.put_plan(plan), "create", StorePlanError,
+                                     "storing plan %s" % plan.key)
         if plan.is_time_out:
             self.status.create_timeouted_count += 1
         else:
@@ -106,17 +97,8 @@ class Forsun:
                                  "key still works" % (self.status.plan_count, self.max_plans))
 
     async def remove_plan(self, key: str) -> Plan:
-        try:
-            plan = await self.store.take_plan(key)
-        except (StorePlanError, RemovePlanError):  # the store's own failure (Redis away)
-            self.status.store_error("remove")
-            raise
-        except ForsunError:
-            raise
-        except Exception as e:
-            self.status.store_error("remove")
-            log.error("removing plan %s failed: %s", key, e)
-            raise RemovePlanError("removing the plan failed: %s" % e) from e
+        plan = await self._store_call(self.store.take_plan(key), "remove", RemovePlanError,
+                                      "removing plan %s" % key)
         if plan is None:
             raise NotFoundPlanError("plan %r not found" % key)
         self.status.removed_count += 1
@@ -143,17 +125,23 @@ class Forsun:
         return self.status.plan_count if count is None else count
 
     async def _read(self, awaitable: Any) -> Any:
+        return await self._store_call(awaitable, "read", StorePlanError, "reading the store")
+
+    async def _store_call(self, awaitable: Any, operation: str, error: type,
+                          what: str) -> Any:
+        """Awaits a store call; any failure is counted and answered with ``error``'s code
+        (1004, or 1005 when removing) and a message saying what failed."""
         try:
             return await awaitable
         except (StorePlanError, RemovePlanError):  # the store's own failure (Redis away)
-            self.status.store_error("read")
+            self.status.store_error(operation)
             raise
         except ForsunError:
             raise
         except Exception as e:
-            self.status.store_error("read")
-            log.error("reading the store failed: %s", e)
-            raise StorePlanError("reading the store failed: %s" % e) from e
+            self.status.store_error(operation)
+            log.error("%s failed: %s", what, e)
+            raise error("%s failed: %s" % (what, e)) from e
 
     # -- firing -----------------------------------------------------------------------------
 
