@@ -25,7 +25,8 @@ log = logging.getLogger("forsun")
 
 # Due plans are read, rescheduled and dispatched in batches of this size, yielding to the
 # IOLoop between batches: 100,000 plans due in one second never freeze request handling.
-FIRE_BATCH = 1000
+FIRE_BATCH = 500
+FIRST_FIRE_BATCH = 100
 
 
 class Forsun:
@@ -161,11 +162,14 @@ class Forsun:
             keys = list(dict.fromkeys(await self.store.get_time_plans(ts)))
             after = max(ts, int(self.clock()))
             fired = 0
-            for start in range(0, len(keys), FIRE_BATCH):
+            start = 0
+            while start < len(keys):
                 if start:
                     await asyncio.sleep(0)
-                fired += await self._fire_batch(ts, keys[start:start + FIRE_BATCH], after,
-                                                redo_fired)
+                # a small first batch, so the first actions start a few ms after the boundary
+                size = FIRST_FIRE_BATCH if not start else FIRE_BATCH
+                fired += await self._fire_batch(ts, keys[start:start + size], after, redo_fired)
+                start += size
             await self.store.delete_time_plans(ts)
             status.timeout_handled_count += 1
             return fired
@@ -188,7 +192,10 @@ class Forsun:
             plan.last_timeout = ts
             if plan.current_count < I16_MAX:
                 plan.current_count += 1
-            next_time = plan.compute_next_time(after, self.tz)
+            if plan.is_time_out and (plan.count <= 0 or plan.current_count < plan.count):
+                next_time = after + plan.interval()  # compute_next_time's delay case, inline
+            else:
+                next_time = plan.compute_next_time(after, self.tz)
             if next_time is None or next_time > I32_MAX:
                 finished.append(plan.key)
             else:

@@ -30,8 +30,6 @@ FIELDS = ("key",) + _PACKED_FIELDS
 I16_MIN, I16_MAX = -(1 << 15), (1 << 15) - 1
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 
-_DELAY_UNITS = (("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400),
-                ("month", 30 * 86400), ("week", 7 * 86400))
 
 # surrogateescape: 0.1.x files may hold strings that are not UTF-8; they round-trip as is.
 _packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
@@ -76,8 +74,7 @@ class Plan:
 
     def interval(self) -> int:
         """Seconds between fires of a delay plan; each field counts only when >= 0."""
-        return sum(getattr(self, name) * unit for name, unit in _DELAY_UNITS
-                   if getattr(self, name) >= 0)
+        return _interval(self.second, self.minute, self.hour, self.day, self.month, self.week)
 
     def is_one_shot(self) -> bool:
         """A fixed-time plan with second..month all fixed fires once (SPEC section 1)."""
@@ -114,26 +111,34 @@ class Plan:
         """
         if key is None:
             key = ""
-        if not isinstance(key, str):
-            raise InvalidArgumentError("key must be a string, got %s" % type(key).__name__)
-        if len(key.encode("utf-8", "surrogatepass")) > 1024:
+        if key.__class__ is not str:
+            if not isinstance(key, str):
+                raise InvalidArgumentError("key must be a string, got %s" % type(key).__name__)
+        # 256 characters are at most 1024 bytes: only longer keys need encoding to check
+        if len(key) > 256 and len(key.encode("utf-8", "surrogatepass")) > 1024:
             raise InvalidArgumentError("key is longer than 1024 bytes")
-        values = {}
-        for name, value in zip(TIME_FIELDS, (second, minute, hour, day, month, week)):
-            values[name] = _check_int(name, value, I16_MIN, I16_MAX)
-        count = _check_int("count", count, 0, I16_MAX)
-        if not isinstance(action, str) or not action:
-            raise InvalidArgumentError("action must be a non-empty string")
+        fields = (second, minute, hour, day, month, week)
+        for value in fields:  # fast path: plain ints in range; anything else is checked
+            if value.__class__ is not int or not I16_MIN <= value <= I16_MAX:
+                fields = tuple(_check_int(name, value, I16_MIN, I16_MAX)
+                               for name, value in zip(TIME_FIELDS, fields))
+                break
+        if count.__class__ is not int or not 0 <= count <= I16_MAX:
+            count = _check_int("count", count, 0, I16_MAX)
+        if action.__class__ is not str or not action:
+            if not isinstance(action, str) or not action:
+                raise InvalidArgumentError("action must be a non-empty string")
         params = _check_params(params)
-        plan = cls(key or uuid.uuid4().hex, bool(is_time_out), count=count, action=action,
-                   params=params, created_time=created_time or float(now), **values)
+        plan = cls(key or uuid.uuid4().hex, bool(is_time_out), *fields, 0, count, 0, 0, 0,
+                   created_time or float(now), action, params)
         if plan.is_time_out:
-            interval = plan.interval()
+            interval = _interval(*fields)
             if interval < 1:
                 raise WillNeverArriveTimeError(
                     "the delay is %d seconds; a delay plan needs at least 1 second" % interval)
             plan.next_time = now + interval
         else:
+            values = dict(zip(TIME_FIELDS, fields))
             crontime.check_fields(**values)
             next_time = crontime.next_fixed_time(plan.second, plan.minute, plan.hour,
                                                  plan.day, plan.month, plan.week, now, tz)
@@ -204,6 +209,12 @@ class Plan:
 
     def __repr__(self) -> str:
         return "Plan(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in FIELDS)
+
+
+def _interval(second: int, minute: int, hour: int, day: int, month: int, week: int) -> int:
+    return ((second if second > 0 else 0) + (minute * 60 if minute > 0 else 0)
+            + (hour * 3600 if hour > 0 else 0) + (day * 86400 if day > 0 else 0)
+            + (month * 2592000 if month > 0 else 0) + (week * 604800 if week > 0 else 0))
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:

@@ -81,6 +81,7 @@ class ForsunStatus:
         self.timer_lateness = Histogram(LATENESS_BUCKETS)    # due second -> firing starts
         self.loop_lag = Histogram(LOOP_LAG_BUCKETS)          # IOLoop callbacks running late
         self.loop_lag_last = 0.0
+        self.loop_lag_max = 0.0                              # the largest lateness seen
         self.store_errors: Dict[str, int] = {}               # operation -> failures
         self.connections_refused: Dict[Tuple[str, str], int] = {}  # (server, reason) -> count
         self.history.clear()
@@ -114,6 +115,8 @@ class ForsunStatus:
     def observe_loop_lag(self, seconds: float) -> None:
         self.loop_lag_last = seconds
         self.loop_lag.observe(seconds)
+        if seconds > self.loop_lag_max:
+            self.loop_lag_max = seconds
 
     def store_error(self, operation: str) -> None:
         """A store call failed: create, remove, read, fire, set_status, snapshot, ..."""
@@ -156,6 +159,7 @@ class ForsunStatus:
         }
         for name in COUNTERS:
             info[name] = str(getattr(self, name))
+        info["loop_lag_max_ms"] = "%.1f" % (self.loop_lag_max * 1000)  # beyond 0.1.x
         for name, value in self.customs.items():
             info[name] = str(value)
         return info

@@ -15,6 +15,7 @@ least once, never lost; duplicates only for that second).
 """
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Awaitable, Callable, Optional
@@ -27,6 +28,7 @@ log = logging.getLogger("forsun.timer")
 # Gaps longer than this are caught up through store.due_seconds instead of second by second.
 CATCH_UP_SCAN_SECONDS = 60
 RETRY_SECONDS = 1.0
+SPIN_SECONDS = 0.002
 
 
 class Timer:
@@ -43,6 +45,10 @@ class Timer:
         self._redo_next = False  # the next second handled may be partly fired already
 
     def start(self) -> None:
+        # Everything alive now (modules, the loaded store) lives as long as the process:
+        # move it out of the cyclic GC's sight, or each full collection scans it all and
+        # stalls firing for tens of milliseconds.
+        gc.freeze()
         self._stopping = False
         self._task = asyncio.ensure_future(self._run())
 
@@ -90,7 +96,17 @@ class Timer:
                     log.error("handling second %d failed, will retry: %s", self.current + 1, e)
                     await self._sleep(RETRY_SECONDS)
                 continue
-            await self._sleep(self.current + 1 - self.clock())
+            await self._sleep_until(self.current + 1)
+
+    async def _sleep_until(self, boundary: float) -> None:
+        """Sleeps until the wall clock reaches ``boundary``; the last :data:`SPIN_SECONDS`
+        are spent awake, so the second starts on a running CPU rather than one waking
+        from idle (on virtual machines that wake-up alone costs milliseconds)."""
+        remaining = boundary - self.clock()
+        if remaining > SPIN_SECONDS:
+            await self._sleep(remaining - SPIN_SECONDS)
+        while not self._stopping and self.clock() < boundary:
+            pass
 
     async def _wait_leader(self, leadership) -> None:
         """Waits until this node leads, or the timer stops."""

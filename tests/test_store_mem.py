@@ -14,7 +14,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from forsun import config
 from forsun.config import Settings
 from forsun.error import ConfigError
-from forsun.plan import Plan
+from forsun.plan import FIELDS, Plan
 from forsun.store.drivers import mem, mem_dump
 from forsun.store.drivers.mem import MemStore
 
@@ -29,6 +29,14 @@ def new_store(path: Path, flush_seconds: float = 0) -> MemStore:
 async def open_store(path: Path, flush_seconds: float = 0) -> MemStore:
     store = new_store(path, flush_seconds)
     await store.init()
+    return store
+
+
+def peek(path: Path) -> MemStore:
+    """What a start would recover from the files now (dump + journal), without opening a
+    journal segment of its own as a running store would."""
+    store = new_store(path)
+    store._recover()
     return store
 
 
@@ -83,7 +91,8 @@ async def test_dump_round_trip(tmp_path):
 
 @pytest.mark.gen_test
 async def test_written_file_has_the_0_1_x_layout(tmp_path):
-    """Plans as packed field maps, time_plans as second -> keys, current_time (SPEC 9)."""
+    """Plans as packed field maps, time_plans as second -> keys, current_time (SPEC 9), read
+    as 0.1.x read it: each entry looked up by name, each plan map exactly the 16 fields."""
     path = tmp_path / "forsun.dump"
     store = await open_store(path)
     plans = varied_plans()
@@ -93,12 +102,52 @@ async def test_written_file_has_the_0_1_x_layout(tmp_path):
     await store.uninit()
 
     data = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
-    assert set(data) == {"plans", "time_plans", "current_time"}
+    assert set(data) == {"plans", "time_plans", "current_time", mem_dump.FAST_SECTION}
     assert data["current_time"] == T0
     fields = [msgpack.unpackb(blob, raw=False) for blob in data["plans"]]
-    assert fields == [plan.to_dict() for plan in plans]
+    assert sorted(fields, key=lambda f: f["key"]) == sorted(
+        (plan.to_dict() for plan in plans), key=lambda f: f["key"])
+    assert all(sorted(f) == sorted(FIELDS) for f in fields)
     assert {ts: sorted(keys) for ts, keys in data["time_plans"].items()} == {
         T0 + 3600: ["daily"], T0 + 65: ["delay", "ключ 🙂"], T0 + 1: ["no-params"]}
+
+
+@pytest.mark.gen_test
+async def test_plan_maps_have_a_fixed_shape_and_odd_values_the_general_one(tmp_path):
+    """The fixed shape (fixed-width numbers) is what makes the fast section's length check
+    meaningful; values it cannot hold are written in msgpack's general encoding."""
+    path = tmp_path / "forsun.dump"
+    odd = Plan("odd", 1, second=99999, next_time=T0 + 9, created_time=3, params={"a": "b"})
+    plans = varied_plans() + [odd]
+    mem_dump.write_dump(str(path), [(plan.key, plan.pack()) for plan in plans], T0)
+    data = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+    for blob, plan in zip(data["plans"], plans):
+        assert msgpack.unpackb(blob) == plan.to_dict()
+        assert blob.startswith(b"\xde\x00\x10\xabis_time_out") == (plan is not odd)
+    store = await open_store(path)
+    assert await store.get_plans([plan.key for plan in plans]) == plans
+    await store.uninit()
+
+
+@pytest.mark.gen_test
+async def test_a_fast_section_that_does_not_match_the_plans_is_ignored(tmp_path, caplog):
+    """A tool that rewrote ``plans`` but kept the extra entry: the plans themselves win."""
+    path = tmp_path / "forsun.dump"
+    plans = varied_plans()
+    mem_dump.write_dump(str(path), [(plan.key, plan.pack()) for plan in plans], T0)
+    data = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+    edited = plans[0].to_dict()
+    edited["next_time"] = T0 + 7200
+    data["plans"][0] = msgpack.packb(edited)  # re-encoded by msgpack: another length
+    del data["plans"][1]
+    path.write_bytes(msgpack.packb(data))
+
+    store = await open_store(path)
+    assert await store.count_plans() == len(plans) - 1
+    assert (await store.get_plan(plans[0].key)).next_time == T0 + 7200
+    assert await store.get_plan(plans[1].key) is None
+    assert "does not match" in caplog.text
+    await store.uninit()
 
 
 @pytest.mark.gen_test
@@ -189,27 +238,19 @@ async def test_leftover_temp_file_from_a_crash_is_ignored(tmp_path):
     assert await store.get_plan_keys() == ["job"]
     await store.put_plan(make_plan("next", T0))
     await store.flush()
-    assert os.listdir(tmp_path) == ["forsun.dump"]
-    assert sorted(await (await open_store(path)).get_plan_keys()) == ["job", "next"]
+    assert sorted(os.listdir(tmp_path)) == ["forsun.dump", store._journal.path.split("/")[-1]]
+    assert sorted(await peek(path).get_plan_keys()) == ["job", "next"]
     await store.uninit()
+    assert os.listdir(tmp_path) == ["forsun.dump"]
 
 
-def _crash_mid_stream(fp, *args):
-    fp.write(b"\x83\xa5plans\xdc\x00\x02 partial")
-    raise RuntimeError("crash in the middle of the write")
+WRITER_FAILING_MID_STREAM = "import sys; sys.stdin.buffer.read(20); sys.exit(1)"
 
 
-def _disk_full(fd):
-    raise OSError(errno.ENOSPC, "No space left on device")
-
-
-@pytest.mark.parametrize("target, replacement, error", [
-    pytest.param("_write", _crash_mid_stream, RuntimeError, id="mid-stream"),
-    pytest.param("os.fsync", _disk_full, OSError, id="fsync"),
-])
+@pytest.mark.parametrize("failure", ["tmp-is-a-directory", "writer-dies-mid-stream"])
 @pytest.mark.gen_test
-async def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch, target, replacement,
-                                                    error):
+async def test_failed_write_keeps_the_previous_file_and_the_journal(tmp_path, monkeypatch,
+                                                                     failure):
     path = tmp_path / "forsun.dump"
     store = await open_store(path)
     await store.put_plan(make_plan("job", T0))
@@ -218,15 +259,26 @@ async def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch, targe
 
     await store.put_plan(make_plan("later", T0))
     with monkeypatch.context() as patch:
-        patch.setattr(mem_dump if target == "_write" else mem_dump.os, target.split(".")[-1],
-                      replacement)
-        with pytest.raises(error):
-            await store.flush()
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["forsun.dump"]
+        if failure == "tmp-is-a-directory":
+            os.mkdir(str(path) + ".tmp")
+        else:
+            real_exec = asyncio.create_subprocess_exec
 
-    await store.uninit()  # the change is still pending, so the final flush writes it
-    assert sorted(await (await open_store(path)).get_plan_keys()) == ["job", "later"]
+            async def failing_writer(program, *args, **kwargs):
+                return await real_exec(program, "-c", WRITER_FAILING_MID_STREAM, **kwargs)
+
+            patch.setattr(mem.asyncio, "create_subprocess_exec", failing_writer)
+        with pytest.raises(OSError, match="snapshot writer"):
+            await store.flush()
+        if failure == "tmp-is-a-directory":
+            os.rmdir(str(path) + ".tmp")
+    assert path.read_bytes() == before
+    # nothing is lost meanwhile: the journal has the change (as a crash now would show)
+    assert sorted(await peek(path).get_plan_keys()) == ["job", "later"]
+
+    await store.uninit()  # the change is still pending, so the final snapshot writes it
+    assert os.listdir(tmp_path) == ["forsun.dump"]
+    assert sorted(await peek(path).get_plan_keys()) == ["job", "later"]
 
 
 # -- flushing ------------------------------------------------------------------------------
@@ -258,19 +310,20 @@ async def test_flush_does_not_block_the_loop(tmp_path):
 async def test_flushes_requested_during_a_write_share_one_follow_up(tmp_path, monkeypatch):
     loop = IOLoop.current()
     first_write_started = loop.asyncio_loop.create_future()
-    release = threading.Event()
+    release = asyncio.Event()
     written = []
-
-    def slow_write(path, keys, packed_plans, current_time):
-        written.append(sorted(keys))
-        if len(written) == 1:
-            loop.add_callback(first_write_started.set_result, None)
-            release.wait(10)
-        mem_dump.write_dump(path, keys, packed_plans, current_time)
-
-    monkeypatch.setattr(mem, "write_dump", slow_write)
     path = tmp_path / "forsun.dump"
     store = await open_store(path)
+    snapshot = store._snapshot
+
+    async def slow_snapshot():
+        written.append(sorted(await store.get_plan_keys()))
+        if len(written) == 1:
+            first_write_started.set_result(None)
+            await release.wait()
+        await snapshot()
+
+    monkeypatch.setattr(store, "_snapshot", slow_snapshot)
     await store.put_plan(make_plan("a", T0))
     flushes = [asyncio.ensure_future(store.flush())]
     await first_write_started
@@ -300,7 +353,7 @@ async def test_periodic_flush_writes_changes(tmp_path):
     store.flush = watched_flush
     await store.put_plan(make_plan("job", T0))
     await asyncio.wait_for(flushed, 10)
-    assert (await (await open_store(path)).get_plan("job")) == make_plan("job", T0)
+    assert (await peek(path).get_plan("job")) == make_plan("job", T0)
     await store.uninit()
 
 
@@ -341,7 +394,7 @@ async def test_small_buckets_drop_keys_at_once_and_share_the_key_object(tmp_path
 
     key = "".join(["sha", "red"])  # built at run time: not interned
     await store.put_plan(make_plan(key, T0 + 5))
-    (stored_key,) = [k for k in store._plans if k == key]
+    (stored_key,) = [k for shard in store._shards for k in shard if k == key]
     assert store._index.keys_at(T0 + 5)[0] is stored_key
     await store.uninit()
 

@@ -4,31 +4,50 @@
 await ``async def`` handlers, while old forsun clients send unframed messages. So this server
 reads the stream itself (framed or not, decided per connection) and dispatches every method
 generically from the generated ``Forsun.<method>_args`` / ``_result`` classes.
+
+Finding where an unframed message ends: the bytes read so far are first decoded as they
+are with the C decoder, as many messages as they hold (a pipelining client sends many in
+one read). A decode that succeeds has walked the message's whole structure, so where the
+decoder stopped is where the message ends. Only when it fails (the message is incomplete,
+or not a valid one) does the pure-Python :class:`~.wire.MessageScanner` take over for that
+message: it tells "incomplete" (wait for more bytes) from "invalid" (drop the client), and
+resumes where it stopped as more bytes arrive.
 """
 
+import asyncio
 import logging
+import socket
 import struct
-from typing import Any, Optional, Tuple
+from collections import deque
+from typing import Any, Deque, Optional, Tuple
 
-from thrift.Thrift import TApplicationException, TMessageType
-from tornado import gen
-from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, StreamClosedError
+from thrift.Thrift import TApplicationException, TMessageType, TType
+from thrift.transport.TTransport import TMemoryBuffer
+from tornado.iostream import IOStream
 from tornado.tcpserver import TCPServer
 
 from forsun.error import ForsunError
 from forsun.thriftapi import ttypes
 
-from .wire import METHODS, STRICT_VERSION_PREFIX, Method, MessageScanner, decoding_protocol, \
-    encode_message
+from .wire import METHODS, STRICT_VERSION_PREFIX, Method, MessageScanner, binary_protocol, \
+    decoding_protocol, encode_message, read_message_at
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 64 * 1024
+# A pipelining client that sends faster than it reads stops being read beyond this many
+# decoded calls waiting for their turn.
+MAX_QUEUED_CALLS = 1000
+# Calls of one connection answered in one go before other connections and timers get a turn.
+CALLS_PER_TURN = 32
 
 
 class BadMessage(Exception):
     """The peer sent bytes that are not a message we accept; its connection is dropped."""
+
+
+# A decoded call: (name, message type, seqid, method or None if unknown, args or None).
+Call = Tuple[str, int, int, Optional[Method], Any]
 
 
 class ThriftServer(TCPServer):
@@ -65,77 +84,263 @@ class ThriftServer(TCPServer):
         self.count("connecting_count")
         self.count("connected_count")
         try:
-            await _Connection(self, stream, peer).serve()
+            await _Connection(self, peer).serve(stream)
         finally:
             self.open_connections -= 1
             self.count("connecting_count", -1)
 
 
-class _Connection:
-    """One client: requests are read, answered and written strictly one after another, so
-    pipelined requests get their replies in order and a slow call only delays its own client."""
+class _Connection(asyncio.Protocol):
+    """One client: requests are answered strictly one after another, so pipelined requests
+    get their replies in order and a slow call only delays its own client.
 
-    def __init__(self, server: ThriftServer, stream: IOStream, peer: str):
+    The socket is served by an asyncio transport rather than a Tornado IOStream: bytes
+    arrive in :meth:`data_received`, and each call's task takes its first step there and
+    then (see :func:`_start_now`); most calls (a create on the mem store among them) are
+    answered in that step, costing no future or extra loop iteration. A call that suspends
+    runs on, and the calls behind it wait for it.
+    """
+
+    def __init__(self, server: ThriftServer, peer: str):
         self.server = server
-        self.stream = stream
         self.peer = peer
         self.buffer = bytearray()
         self.framed: Optional[bool] = None
         self.scanner = MessageScanner(server.max_message_bytes)
-        self.idle_deadline = 0.0
+        self.scanning = False  # the scanner is part way through the message at the front
+        self.calls: Deque[Call] = deque()
+        self.protocol: Any = None  # the C protocol of the fast path, reused
+        self.transport: Optional[asyncio.Transport] = None
+        self.busy = False  # a call is being answered by a task
+        self.continuing = False  # a _process is scheduled to go on with the buffered calls
+        self.reading_paused = False
+        self.writing_paused = False
+        self.closing_reason: Optional[Tuple[int, str]] = None
+        self.closed: Optional[asyncio.Future] = None
+        self.last_activity = 0.0
+        self._idle_handle: Optional[asyncio.TimerHandle] = None
 
-    async def serve(self) -> None:
-        self.stream.set_nodelay(True)
-        self._touch()
+    async def serve(self, stream: IOStream) -> None:
+        """Takes the connection's socket over from the IOStream and serves it until it
+        closes."""
+        loop = asyncio.get_running_loop()
+        self.closed = loop.create_future()
+        sock = stream.socket.dup()
+        stream.close()  # closes only the IOStream's descriptor; the connection lives on
         try:
-            while True:
-                message = self._next_message()
-                if message is None:
-                    await self._read()
-                else:
-                    await self._answer(message)
-                    self._touch()
-        except StreamClosedError:
-            if self.buffer:
-                log.warning("thrift client %s closed the connection inside a message "
-                            "(%d bytes unread)", self.peer, len(self.buffer))
-        except BadMessage as e:
-            log.warning("thrift client %s dropped: %s", self.peer, e)
-        except TimeoutError:
-            log.info("thrift client %s closed after %ss without a request",
-                     self.peer, self.server.idle_timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        try:
+            await loop.connect_accepted_socket(lambda: self, sock=sock)
+        except Exception:
+            sock.close()
+            raise
+        if self.server.idle_timeout:
+            self._idle_handle = loop.call_later(self.server.idle_timeout, self._check_idle)
+        try:
+            await self.closed
         finally:
-            self.stream.close()
+            if self._idle_handle is not None:
+                self._idle_handle.cancel()
+        if self.closing_reason is not None:
+            level, message = self.closing_reason
+            log.log(level, message)
+        elif self.buffer:
+            log.warning("thrift client %s closed the connection inside a message "
+                        "(%d bytes unread)", self.peer, len(self.buffer))
 
-    def _touch(self) -> None:
-        if self.server.idle_timeout:
-            self.idle_deadline = IOLoop.current().time() + self.server.idle_timeout
+    # -- transport events ----------------------------------------------------------------
 
-    async def _read(self) -> None:
-        read = self.stream.read_bytes(READ_CHUNK_BYTES, partial=True)
-        if self.server.idle_timeout:
-            read = gen.with_timeout(self.idle_deadline, read,
-                                    quiet_exceptions=(StreamClosedError,))
-        self.buffer += await read
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.last_activity = asyncio.get_running_loop().time()
 
-    def _next_message(self) -> Optional[bytes]:
-        """Cuts the next complete message off the buffer, or returns None until it is whole."""
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self.last_activity = asyncio.get_running_loop().time()
+        if not self.continuing:
+            self._process()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if not self.continuing:
+            self._process()
+
+    def _drop(self, level: int, message: str) -> None:
+        if self.closing_reason is None:
+            self.closing_reason = (level, message)
+        self.calls.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = self.server.idle_timeout
+        due = self.last_activity + idle
+        if self.busy or self.calls:
+            due = loop.time() + idle
+        if loop.time() >= due:
+            self._idle_handle = None
+            self._drop(logging.INFO, "thrift client %s closed after %ss without a request"
+                       % (self.peer, idle))
+        else:
+            self._idle_handle = loop.call_at(due, self._check_idle)
+
+    # -- answering -------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Answers the buffered calls in order until one has to wait; after
+        :data:`CALLS_PER_TURN` it lets the IOLoop run other work and goes on later."""
+        self.continuing = False
+        transport = self.transport
+        answered = 0
+        while not self.busy and not self.writing_paused and self.closing_reason is None:
+            if answered >= CALLS_PER_TURN:
+                self.continuing = True
+                asyncio.get_running_loop().call_soon(self._process)
+                break
+            answered += 1
+            if not self.calls:
+                try:
+                    self._decode_buffered()
+                except BadMessage as e:
+                    self._drop(logging.WARNING, "thrift client %s dropped: %s" % (self.peer, e))
+                    return
+                if not self.calls:
+                    break
+            self._start(self.calls.popleft())
+        if transport is None or transport.is_closing():
+            return
+        if self.busy or self.writing_paused or self.continuing or \
+                len(self.calls) > MAX_QUEUED_CALLS:
+            self._pause_reading()
+        elif self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and \
+                not self.transport.is_closing():
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _start(self, call: Call) -> None:
+        name, mtype, seqid, method, args = call
+        if mtype not in (TMessageType.CALL, TMessageType.ONEWAY):
+            self._drop(logging.WARNING, "thrift client %s dropped: message type %d is not a "
+                       "call" % (self.peer, mtype))
+            return
+        status = self.server.status
+        if status is not None:
+            status.requesting_count += 1
+        task = _start_now(self._call(method, name, seqid, args))
+        if task.done():
+            self._finish(mtype, task.result())
+            return
+        self.busy = True
+        task.add_done_callback(lambda finished: self._finished(mtype, finished))
+
+    def _finished(self, mtype: int, task: asyncio.Future) -> None:
+        self.busy = False
+        if task.cancelled():
+            self._finish(mtype, None)
+            self._drop(logging.INFO, "thrift client %s: call cancelled" % self.peer)
+            return
+        self._finish(mtype, task.result())
+        if not self.continuing:
+            self._process()
+
+    def _finish(self, mtype: int, answer: Optional[Tuple[bytes, bool]]) -> None:
+        status = self.server.status
+        if status is not None:
+            status.requesting_count -= 1
+            if answer is not None:
+                status.requested_count += 1
+                if answer[1]:
+                    status.requested_error_count += 1
+        if answer is None or mtype != TMessageType.CALL:
+            return
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            reply = answer[0]
+            if self.framed:
+                reply = struct.pack("!I", len(reply)) + reply
+            transport.write(reply)
+
+    def _decode_buffered(self) -> None:
+        """Decodes the complete messages at the front of the buffer into ``self.calls``."""
         try:
             if self.framed is None:
                 self.framed = self._detect_framing()
                 if self.framed is None:
-                    return None
-            end = self._framed_end() if self.framed else self.scanner.scan(self.buffer)
+                    return
+            if self.framed:
+                end = self._framed_end()
+                if end:
+                    message = bytes(self.buffer[4:end])
+                    del self.buffer[:end]
+                    self.calls.append(self._decode_message(message))
+                return
+            if not self.scanning and self._decode_fast():
+                return
+            self.scanning = True
+            end = self.scanner.scan(self.buffer)
         except BadMessage:
             raise
         except Exception as e:
             raise BadMessage("bad message: %r" % e) from e
-        if not end:
-            return None
-        start = 4 if self.framed else 0
-        message = bytes(self.buffer[start:end])
-        del self.buffer[:end]
-        return message
+        if end:
+            self.scanning = False
+            message = bytes(self.buffer[:end])
+            del self.buffer[:end]
+            self.calls.append(self._decode_message(message))
+
+    def _decode_fast(self) -> bool:
+        """Decodes every whole message the buffer starts with, with the C decoder; False
+        when not even the first one decodes (incomplete or invalid: the scanner decides)."""
+        if not self.buffer:
+            return True
+        data = bytes(self.buffer)
+        transport = TMemoryBuffer(data)
+        protocol = self.protocol
+        if protocol is None:
+            protocol = self.protocol = binary_protocol(transport,
+                                                       self.server.max_message_bytes)
+        protocol.trans = transport
+        position = transport._buffer  # the BytesIO the C decoder reads from
+        consumed = 0
+        while consumed < len(data):
+            try:
+                call = read_message_at(data, consumed, transport, protocol)
+            except Exception:
+                break
+            consumed = position.tell()
+            self.calls.append(call)
+        if not consumed:
+            return False
+        del self.buffer[:consumed]
+        return True
+
+    def _decode_message(self, message: bytes) -> Call:
+        """Decodes exactly one complete message (its end found by framing or the scanner)."""
+        try:
+            return _read_call(decoding_protocol(message, self.server.max_message_bytes))
+        except BadMessage:
+            raise
+        except Exception as e:
+            raise BadMessage("undecodable message: %r" % e) from e
 
     def _detect_framing(self) -> Optional[bool]:
         """A strict message starts with 0x80 0x01; a frame starts with its length, then such a
@@ -158,36 +363,6 @@ class _Connection:
         if not 0 < size <= self.server.max_message_bytes:
             raise BadMessage("frame of %d bytes (limit %d)" % (size, self.server.max_message_bytes))
         return 4 + size if len(self.buffer) >= 4 + size else 0
-
-    async def _answer(self, message: bytes) -> None:
-        try:
-            protocol = decoding_protocol(message, self.server.max_message_bytes)
-            name, mtype, seqid = protocol.readMessageBegin()
-            if mtype not in (TMessageType.CALL, TMessageType.ONEWAY):
-                raise BadMessage("message type %d is not a call" % mtype)
-            method = METHODS.get(name)
-            args = None
-            if method is not None:
-                args = method.args_cls()
-                args.read(protocol)
-        except BadMessage:
-            raise
-        except Exception as e:
-            raise BadMessage("undecodable message: %r" % e) from e
-
-        server = self.server
-        server.count("requesting_count")
-        try:
-            reply, failed = await self._call(method, name, seqid, args)
-        finally:
-            server.count("requesting_count", -1)
-        server.count("requested_count")
-        if failed:
-            server.count("requested_error_count")
-        if mtype == TMessageType.CALL:
-            if self.framed:
-                reply = struct.pack("!I", len(reply)) + reply
-            await self.stream.write(reply)
 
     async def _call(self, method: Optional[Method], name: str, seqid: int,
                     args: Any) -> Tuple[bytes, bool]:
@@ -219,6 +394,35 @@ class _Connection:
         if method.returns:
             result.success = value
         return encode_message(name, TMessageType.REPLY, seqid, result), False
+
+
+def _start_now(coroutine: Any) -> asyncio.Task:
+    """A task for ``coroutine`` whose first step runs right away, not in a later turn of the
+    IOLoop: most calls never suspend, so they are answered within the callback that read
+    them (no extra loop turn per request). It is a real task, so code that needs one (such
+    as ``asyncio.timeout`` in a network store's client) works. Called from transport
+    callbacks, never from inside another task (asyncio allows one running task per loop).
+    """
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(coroutine)
+    ready = getattr(loop, "_ready", None)  # the queue create_task put the first step in
+    if ready and getattr(ready[-1]._callback, "__self__", None) is task:
+        ready.pop()._run()
+    return task
+
+
+def _read_call(protocol: Any) -> Call:
+    """Reads one whole message; an unknown method's arguments are skipped."""
+    name, mtype, seqid = protocol.readMessageBegin()
+    method = METHODS.get(name)
+    args = None
+    if method is not None:
+        args = method.args_cls()
+        args.read(protocol)
+    else:
+        protocol.skip(TType.STRUCT)
+    protocol.readMessageEnd()
+    return name, mtype, seqid, method, args
 
 
 def _format_peer(address: Any) -> str:

@@ -7,7 +7,8 @@ with the pure-Python protocol, where only EOFError means "incomplete"; the exact
 decoded with the C protocol. The server and the Tornado client share this module.
 """
 
-from typing import Dict, List, NamedTuple, Optional, Tuple, Type, Union
+import struct
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Type, Union
 
 from thrift.Thrift import TType
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol, TBinaryProtocolAccelerated
@@ -16,7 +17,17 @@ from thrift.transport.TTransport import TMemoryBuffer, TTransportBase, TTranspor
 
 from forsun.thriftapi import Forsun, ttypes
 
+try:
+    from thrift.protocol import fastbinary
+except ImportError:  # pragma: no cover - the PyPI wheel has it
+    fastbinary = None
+
 STRICT_VERSION_PREFIX = b"\x80\x01"
+_VERSION_1 = -0x7FFF0000  # 0x80010000 as a signed i32
+_VERSION_MASK = -0x10000  # 0xFFFF0000
+_I32 = struct.Struct("!i")
+_I32_U32 = struct.Struct("!iI")
+_HEADERS: Dict[Tuple[str, int], bytes] = {}
 MAX_DEPTH = 64
 
 # Scanner frames: reading the fields of a struct, the items of a container, or one value.
@@ -81,12 +92,45 @@ def decoding_protocol(message: bytes, max_message_bytes: int) -> TBinaryProtocol
 
 
 def encode_message(name: str, mtype: int, seqid: int, body) -> bytes:
+    spec = getattr(body, "thrift_spec", None)
+    if spec is not None and fastbinary is not None:  # generated structs: one C call
+        header = _HEADERS.get((name, mtype))
+        if header is None:
+            encoded = name.encode("utf-8")
+            header = _HEADERS[(name, mtype)] = _I32_U32.pack(
+                _VERSION_1 | mtype, len(encoded)) + encoded
+        return header + _I32.pack(seqid) + fastbinary.encode_binary(body, [body.__class__, spec])
     buffer = TMemoryBuffer()
     protocol = TBinaryProtocolAccelerated(buffer)
     protocol.writeMessageBegin(name, mtype, seqid)
     body.write(protocol)
     protocol.writeMessageEnd()
     return buffer.getvalue()
+
+
+def read_message_at(data: bytes, pos: int, transport: TMemoryBuffer,
+                    protocol: TBinaryProtocol) -> Tuple[str, int, int, Optional[Method], Any]:
+    """Decodes the strict message at ``data[pos:]``; ``transport`` is a TMemoryBuffer over
+    ``data`` and ``protocol`` a C protocol reading it. Afterwards the transport's position is
+    the message's end. Raises on anything but a whole valid message (the caller then lets
+    the :class:`MessageScanner` decide whether it is incomplete or invalid)."""
+    version, size = _I32_U32.unpack_from(data, pos)
+    if version & _VERSION_MASK != _VERSION_1:
+        raise TProtocolException(TProtocolException.BAD_VERSION, "not a strict message")
+    start = pos + 8 + size
+    if size > protocol.string_length_limit or start + 4 > len(data):
+        raise EOFError()
+    name = data[pos + 8:start].decode("utf-8")
+    seqid, = _I32.unpack_from(data, start)
+    transport._buffer.seek(start + 4)
+    method = METHODS.get(name)
+    args = None
+    if method is not None:
+        args = method.args_cls()
+        fastbinary.decode_binary(args, protocol, [method.args_cls, args.thrift_spec])
+    else:
+        protocol.skip(TType.STRUCT)
+    return name, version & 0xff, seqid, method, args
 
 
 class _BufferReader(TTransportBase):

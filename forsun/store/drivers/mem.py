@@ -1,56 +1,97 @@
-"""The mem store: every plan in this process's memory, persisted to a dump file.
+"""The mem store: every plan in this process's memory, crash-safe on disk.
 
-Layout, chosen so tens of millions of plans fit in a few GB (about 230 bytes a plan with a
-16-character key and a short http action):
+Memory layout, chosen so tens of millions of plans fit in a few GB (about 230 bytes a plan
+with a 16-character key and a short http action):
 
-- ``_plans``: key -> :meth:`Plan.pack` bytes. No Plan objects, datetimes or per-plan dicts
-  live here; a Plan is built only for the request or fire that needs it.
-- ``_index``: a :class:`TimeIndex` (second -> keys due then) sharing the key strings of
-  ``_plans``. It is derived from the plans' next_time: rebuilt at load, never persisted
-  on its own. It may hold stale keys (see :mod:`.mem_index`).
+- ``_shards``: :data:`SHARDS` dicts key -> :meth:`Plan.pack` bytes, the dict chosen by
+  ``hash(key)``. No Plan objects, datetimes or per-plan dicts live here; a Plan is built
+  only for the request or fire that needs it. Many small dicts instead of one: a dict of
+  millions of entries stalls the IOLoop for most of a second whenever it grows, and a
+  snapshot can take one small dict at a time.
+- ``_index``: a :class:`TimeIndex` (second -> keys due then) sharing the key strings of the
+  shards. It is derived from the plans' next_time: rebuilt at load, never persisted on its
+  own. It may hold stale keys (see :mod:`.mem_index`).
 - ``_current``: the last second the timer handled.
 
-Every change goes through :meth:`_write_plan`, :meth:`_delete_plan` or
-:meth:`_write_current`, so persisting changes as they happen (a journal) can hook there.
+Persistence (docs/persistence.md has the whole story):
 
-Persistence: :meth:`flush` writes a snapshot of the whole store with
-:func:`.mem_dump.write_dump` (temp file, fsync, rename). Taking the snapshot on the loop is
-two C-level list copies; turning it into the file (seconds for millions of plans) runs in a
-worker thread, so the IOLoop keeps serving. A PeriodicCallback flushes every
-``STORE_MEM_FLUSH_SECONDS`` when something changed, and :meth:`uninit` flushes at stop.
+- Every change goes through :meth:`_put`, :meth:`_remove`, :meth:`commit_fired`,
+  :meth:`set_status` or :meth:`set_current`, which append a record to the journal
+  (:mod:`.mem_journal`) before changing memory, and so before the request is answered. A
+  failed journal write fails the request (error 1004/1005) and changes nothing.
+- Now and then the whole store is written as a snapshot, the dump file of SPEC section 9
+  (:mod:`.mem_dump`), by a separate writer process the store streams its shards to; the
+  IOLoop only packs one shard at a time. A snapshot starts a new journal segment first, and
+  deletes the older segments once the new dump file is durably in place. A snapshot starts
+  when the journal has grown past ``STORE_MEM_COMPACT_BYTES`` and half the dump's size, or
+  ``STORE_MEM_FLUSH_SECONDS`` after a change, and at a clean stop when plans changed.
+- At start (:meth:`init`, in a worker thread): load the dump, replay the journal segments
+  in order, then open a new segment.
 """
 
 import asyncio
 import logging
 import os
+import sys
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
+import msgpack
 from tornado.ioloop import IOLoop, PeriodicCallback
 
 from ... import config
 from ...error import ConfigError
-from ...plan import Plan
+from ...plan import FIELDS, Plan
 from ..store import Store
-from .mem_dump import packed_next_time, read_dump, write_dump
+from .mem_dump import END, packed_next_time, read_dump
 from .mem_index import TimeIndex
+from .mem_journal import BATCH, CURRENT, FSYNC_POLICIES, PUT, REMOVE, Journal, list_segments, \
+    read_segment
+
+log = logging.getLogger("forsun.store")
 
 _FLUSH_SECONDS = config.define(
-    "STORE_MEM_FLUSH_SECONDS", 1.0,
-    "seconds between writes of the mem store file while plans change; 0 = only at stop")
+    "STORE_MEM_FLUSH_SECONDS", 3600.0,
+    "at most this many seconds between snapshots of the mem store file while plans change "
+    "(every change is in the journal meanwhile); 0 = only by journal size and at stop")
+_FSYNC = config.define(
+    "STORE_MEM_FSYNC", "everysec",
+    "when the mem store journal is fsynced: everysec (a power cut loses at most the last "
+    "second), always (every request waits for its fsync), no (left to the OS). A killed "
+    "process loses nothing in any mode")
+_COMPACT_BYTES = config.define(
+    "STORE_MEM_COMPACT_BYTES", 64 * 1024 * 1024,
+    "a snapshot starts once the journal holds this many bytes and half the size of the dump")
 
+SHARDS = 1024
+_MASK = SHARDS - 1
+COMPACT_RATIO = 0.5
+# After a failed snapshot, wait this long before the journal size starts another one.
+RETRY_SECONDS = 30.0
 # Keys filtered between yields to the IOLoop in scans over every plan or second.
 _SCAN_CHUNK = 50_000
 # Plans unpacked between yields in get_plans (a few microseconds each); more than the
 # core's fire batch, so its read-then-commit of a batch never yields.
 _PLAN_CHUNK = 5_000
+# Seconds of IOLoop work a snapshot does in one go (packing shards) before yielding.
+_SNAPSHOT_SLICE = 0.005
 # Catch-up spans up to this many seconds are walked second by second; longer ones list
 # the seconds that have plans (a scan of the index, cheap next to the core's per-second work).
 _WALK_SECONDS = 60
 
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+_packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
+_unpackb = msgpack.unpackb
+# Positions in the packed form (Plan.pack: every field but the key, in FIELDS order).
+_STATUS = FIELDS.index("status") - 1
+_NEXT_TIME = FIELDS.index("next_time") - 1
+_LAST_TIMEOUT = FIELDS.index("last_timeout") - 1
+
 
 class MemStore(Store):
-    """Plans in memory, snapshotted to ``STORE_MEM_STORE_FILE``; see the module docs."""
+    """Plans in memory, journaled and snapshotted to ``STORE_MEM_STORE_FILE``; see the
+    module docs."""
 
     name = "mem"
 
@@ -58,121 +99,293 @@ class MemStore(Store):
         super().__init__(settings, *args, **kwargs)
         get = settings.get if settings is not None else config.get
         self.store_file: str = os.path.expanduser(get("STORE_MEM_STORE_FILE"))
-        self.flush_seconds = float(get("STORE_MEM_FLUSH_SECONDS", _FLUSH_SECONDS.default))
-        self._plans: Dict[str, bytes] = {}
+        self.flush_seconds = float(get(_FLUSH_SECONDS.name, _FLUSH_SECONDS.default))
+        self.fsync = str(get(_FSYNC.name, _FSYNC.default)).strip().lower()
+        if self.fsync not in FSYNC_POLICIES:
+            raise ConfigError("invalid STORE_MEM_FSYNC %r: use %s"
+                              % (self.fsync, ", ".join(FSYNC_POLICIES)))
+        self.compact_bytes = int(get(_COMPACT_BYTES.name, _COMPACT_BYTES.default))
+        self._shards: List[Dict[str, bytes]] = [{} for _ in range(SHARDS)]
+        self._count = 0
         self._index = TimeIndex()
         self._current = 0
-        self._version = 0  # bumped by every change; a flush records the one it wrote
-        self._flushed_version = 0
+        self._journal: Optional[Journal] = None
         self._loaded = False
+        self._plans_changed = False  # since the last snapshot started
+        self._old_segment_bytes = 0  # segments found at start, until a snapshot covers them
+        self._covered_written = 0  # journal.written when the last good snapshot started
+        self._dump_size = 0
+        self._last_snapshot_start = time.monotonic()
+        self._retry_after = 0.0
+        self._compact_at = self.compact_bytes  # journal bytes that call for a snapshot
         self._last_flush: Optional[asyncio.Future] = None
         self._queued_flush: Optional[asyncio.Future] = None
         self._periodic: Optional[PeriodicCallback] = None
+        self.snapshot_count = 0
 
     # -- life cycle ------------------------------------------------------------------------
 
     async def init(self) -> None:
-        """Loads the dump file in a worker thread, then starts the periodic flush.
+        """Loads the dump file and replays the journal in a worker thread, then opens a
+        new journal segment and starts the snapshot schedule.
 
-        The thread also builds the dicts: nothing sees them before they are swapped in
-        here, and the loop stays free while millions of plans are decoded.
-
-        Raises ConfigError (naming the file) when the file cannot be read or its directory
-        cannot be written, so the daemon stops before any plan could be lost.
+        Raises ConfigError (naming the file) when the dump or a journal segment cannot be
+        read or the directory cannot be written, so the daemon stops before any plan
+        could be lost; the files are left as they are.
         """
         directory = os.path.dirname(self.store_file) or "."
         if not os.access(directory, os.W_OK | os.X_OK):
             raise ConfigError("cannot write the mem store file %s: its directory %s is "
                               "missing or not writable" % (self.store_file, directory))
         started = time.monotonic()
-        loaded = await IOLoop.current().run_in_executor(None, read_dump, self.store_file)
-        self._plans, self._index, self._current = loaded
+        last_seq, replayed = await IOLoop.current().run_in_executor(None, self._recover)
         self._loaded = True
-        logging.info("mem store loaded %d plans from %s in %.1fs", len(self._plans),
-                     self.store_file, time.monotonic() - started)
-        if self.flush_seconds > 0:
-            self._periodic = PeriodicCallback(self._flush_if_changed, self.flush_seconds * 1000)
-            self._periodic.start()
+        self._plans_changed = False  # what was replayed is counted in _old_segment_bytes
+        journal = Journal(self.store_file, self.fsync)
+        journal.open(last_seq + 1)
+        self._journal = journal
+        try:
+            self._dump_size = os.path.getsize(self.store_file)
+        except OSError:
+            self._dump_size = 0
+        log.info("mem store loaded %d plans from %s%s in %.1fs", self._count, self.store_file,
+                 " and %d journal records" % replayed if replayed else "",
+                 time.monotonic() - started)
+        period = min(1.0, self.flush_seconds) if self.flush_seconds > 0 else 1.0
+        self._periodic = PeriodicCallback(self._check_snapshot, period * 1000)
+        self._periodic.start()
+
+    def _recover(self) -> Tuple[int, int]:
+        """Dump + journal into memory (runs in a worker thread before anything else uses the
+        store); returns (the last segment number, records replayed)."""
+        current = read_dump(self.store_file, self._shards, self._index)
+        self._count = sum(map(len, self._shards))
+        self._current = current or 0
+        segments = list_segments(self.store_file)
+        replayed = 0
+        for _, path in segments:
+            try:
+                for record in read_segment(path):
+                    self._apply(record)
+                    replayed += 1
+                self._old_segment_bytes += os.path.getsize(path)
+            except OSError as e:
+                raise ConfigError("cannot read the mem store journal %s: %s"
+                                  % (path, e.strerror or e)) from e
+        return (segments[-1][0] if segments else 0), replayed
+
+    def _apply(self, record: list) -> None:
+        kind = record[0]
+        if kind == PUT:
+            _, key, packed, next_time = record
+            self._store(key, packed, next_time)
+        elif kind == REMOVE:
+            self._drop(record[1])
+        elif kind == CURRENT:
+            self._current = record[1]
+        elif kind == BATCH:
+            _, puts, removes = record
+            store = self._store
+            for i in range(0, len(puts), 3):
+                store(puts[i], puts[i + 1], puts[i + 2])
+            for key in removes:
+                self._drop(key)
 
     async def uninit(self) -> None:
-        """Stops the periodic flush and writes what changed since the last one."""
+        """Stops the snapshot schedule; writes a last snapshot if plans changed since the
+        previous one, then closes the journal (what it holds is replayed at the next start
+        if that snapshot could not be written)."""
         if self._periodic is not None:
             self._periodic.stop()
             self._periodic = None
         if self._last_flush is not None:
             await asyncio.wait([self._last_flush])
-        if self._loaded and self._version != self._flushed_version:
-            await self.flush()
+        journal = self._journal
+        if journal is None:
+            return
+        if self._plans_changed or self._old_segment_bytes:
+            try:
+                await self.flush()
+            except Exception as e:
+                log.error("mem store: the snapshot at stop failed (%s); the journal keeps "
+                          "every change and is replayed at the next start", e)
+        await journal.close()
+        self._journal = None
+        if journal.since_rotation == 0 and len(list_segments(self.store_file)) == 1:
+            _unlink(journal.path)  # the empty segment the last snapshot started
+
+    # -- snapshots ---------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Writes a snapshot of the store to the dump file, atomically.
+        """Writes a snapshot of the store to the dump file and drops the journal it covers.
 
-        Only one write runs at a time. Calls made while one runs share a single follow-up
-        write, which snapshots when the running one ends and so includes their changes.
+        Only one snapshot runs at a time. Calls made while one runs share a single
+        follow-up snapshot, which starts when the running one ends and so includes their
+        changes. Raises if the snapshot failed (the journal still holds everything).
         """
-        if not self._loaded:
+        if not self._loaded or self._journal is None:
             raise RuntimeError("the mem store file %s was not loaded; not overwriting it"
                                % self.store_file)
         if self._queued_flush is None:
             self._queued_flush = self._last_flush = asyncio.ensure_future(
-                self._flush_after(self._last_flush))
+                self._snapshot_after(self._last_flush))
         await asyncio.shield(self._queued_flush)
 
-    async def _flush_after(self, previous: Optional[asyncio.Future]) -> None:
-        """Waits for ``previous``, then snapshots on the loop and writes in a thread."""
+    async def _snapshot_after(self, previous: Optional[asyncio.Future]) -> None:
         if previous is not None:
             await asyncio.wait([previous])  # its failure is reported to its own callers
         self._queued_flush = None
-        version = self._version
-        keys, packed_plans = list(self._plans), list(self._plans.values())
-        started = time.monotonic()
-        await IOLoop.current().run_in_executor(None, write_dump, self.store_file, keys,
-                                               packed_plans, self._current)
-        self._flushed_version = max(self._flushed_version, version)
-        logging.debug("mem store wrote %d plans to %s in %.2fs", len(keys), self.store_file,
-                      time.monotonic() - started)
+        await self._snapshot()
 
-    async def _flush_if_changed(self) -> None:
-        if self._version == self._flushed_version:
+    async def _snapshot(self) -> None:
+        """Rotates the journal, streams every shard to a writer process, and once it has
+        renamed the new dump into place deletes the journal segments it covers."""
+        journal = self._journal
+        assert journal is not None
+        seq = journal.rotate()
+        written = journal.written
+        self._plans_changed = False
+        self._last_snapshot_start = time.monotonic()
+        started = time.monotonic()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = _PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "forsun.store.drivers.mem_dump", self.store_file,
+            str(os.getpid()), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env)
+        errors = asyncio.ensure_future(process.stderr.read())
+        count = 0
+        try:
+            stdin = process.stdin
+            stdin.write(_packer.pack({"current_time": self._current}))
+            loop = asyncio.get_running_loop()
+            slice_end = loop.time() + _SNAPSHOT_SLICE
+            for shard in self._shards:
+                if shard:
+                    count += len(shard)
+                    stdin.write(_packer.pack(shard))
+                if loop.time() >= slice_end:
+                    await stdin.drain()
+                    await asyncio.sleep(0)
+                    slice_end = loop.time() + _SNAPSHOT_SLICE
+            stdin.write(_packer.pack(END))
+            await stdin.drain()
+            stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the writer died; its exit status and stderr say why
+        except BaseException:
+            process.kill()
+            raise
+        finally:
+            code = await process.wait()
+            message = (await errors).decode("utf-8", "replace").strip()
+        if code != 0:
+            self._retry_after = time.monotonic() + RETRY_SECONDS
+            self._plans_changed = True
+            raise OSError("the snapshot writer for %s failed (exit status %d)%s"
+                          % (self.store_file, code, ": " + message if message else ""))
+        self.snapshot_count += 1
+        self._covered_written = written
+        self._old_segment_bytes = 0
+        try:
+            self._dump_size = os.path.getsize(self.store_file)
+        except OSError:
+            pass
+        covered = [path for number, path in list_segments(self.store_file) if number < seq]
+        if covered:
+            await IOLoop.current().run_in_executor(None, _unlink_all, covered)
+        log.info("mem store wrote %d plans to %s in %.1fs", count, self.store_file,
+                 time.monotonic() - started)
+
+    def journal_bytes(self) -> int:
+        """Bytes of journal not covered by a snapshot yet."""
+        if self._journal is None:
+            return 0
+        return self._old_segment_bytes + self._journal.written - self._covered_written
+
+    def _journal_grew(self) -> None:
+        """After a journal write: starts a snapshot as soon as the journal is big enough."""
+        if self._journal is not None and self.journal_bytes() >= self._compact_at:
+            self._compact_at = 1 << 62  # until _check_snapshot has looked
+            IOLoop.current().add_callback(self._check_snapshot)
+
+    def _check_snapshot(self) -> None:
+        self._compact_at = max(self.compact_bytes, int(self._dump_size * COMPACT_RATIO))
+        if self._journal is None or (self._last_flush is not None and
+                                     not self._last_flush.done()):
             return
+        now = time.monotonic()
+        if now < self._retry_after:
+            return
+        by_size = self.journal_bytes() >= max(self.compact_bytes,
+                                              self._dump_size * COMPACT_RATIO)
+        by_time = (self.flush_seconds > 0 and self._plans_changed
+                   and now - self._last_snapshot_start >= self.flush_seconds)
+        if by_size or by_time:
+            asyncio.ensure_future(self._flush_logged())
+
+    async def _flush_logged(self) -> None:
         try:
             await self.flush()
-        except OSError as e:  # disk full, permissions: keep serving, retry next period
-            logging.error("mem store: writing %s failed (%s); the previous file is intact, "
-                          "retrying in %ss", self.store_file, e, self.flush_seconds)
+        except Exception as e:  # disk full, permissions: keep serving, the journal has it all
+            self.report_error("snapshot")
+            log.error("mem store: %s; the previous file is intact and the journal keeps "
+                      "every change, retrying later", e)
 
     # -- the only places that change the store -----------------------------------------------
 
-    def _write_plan(self, key: str, packed: bytes, next_time: int,
-                    old_next_time: Optional[int]) -> None:
-        """Stores a plan and moves its index entry from ``old_next_time`` (None: new plan)."""
-        if old_next_time == next_time:
-            self._plans[key] = packed  # the dict keeps its key object, which the index holds
-            self._index.keep(next_time, key)
-        else:
-            if old_next_time is not None:
-                del self._plans[key]  # re-inserted below so dict and index share ``key``
-                self._index.discard(old_next_time, key)
-            self._plans[key] = packed
+    def _store(self, key: str, packed: bytes, next_time: int) -> Optional[bytes]:
+        """Stores a plan and moves its index entry; returns the packed plan it replaced.
+        Not journaled: callers journal first."""
+        shard = self._shards[hash(key) & _MASK]
+        old = shard.get(key)
+        if old is None:
+            shard[key] = packed
+            self._count += 1
             self._index.append(next_time, key)
-        self._version += 1
-
-    def _delete_plan(self, key: str, next_time: int) -> None:
-        del self._plans[key]
-        self._index.discard(next_time, key)
-        self._version += 1
-
-    def _write_current(self, current_time: int) -> None:
-        self._current = current_time
-        self._version += 1
-
-    def _set_plan(self, plan: Plan) -> Optional[Plan]:
-        """Stores ``plan`` with its index entry; returns the plan it replaced."""
-        packed = self._plans.get(plan.key)
-        old = None if packed is None else Plan.unpack(plan.key, packed)
-        self._write_plan(plan.key, plan.pack(), plan.next_time,
-                         None if old is None else old.next_time)
+        else:
+            old_next_time = packed_next_time(old)
+            if old_next_time == next_time:
+                shard[key] = packed  # the dict keeps its key object, which the index holds
+                self._index.keep(next_time, key)
+            else:
+                del shard[key]  # re-inserted so dict and index share ``key``
+                shard[key] = packed
+                self._index.discard(old_next_time, key)
+                self._index.append(next_time, key)
+        self._plans_changed = True
         return old
+
+    def _drop(self, key: str) -> Optional[bytes]:
+        """Removes a plan and its index entry; returns it packed. Not journaled."""
+        old = self._shards[hash(key) & _MASK].pop(key, None)
+        if old is not None:
+            self._count -= 1
+            self._index.discard(packed_next_time(old), key)
+            self._plans_changed = True
+        return old
+
+    def _put(self, key: str, packed: bytes, next_time: int) -> Optional[bytes]:
+        if self._journal is not None:
+            self._journal.put(key, packed, next_time)
+            self._journal_grew()
+        return self._store(key, packed, next_time)
+
+    def _remove(self, key: str) -> Optional[bytes]:
+        if key not in self._shards[hash(key) & _MASK]:
+            return None
+        if self._journal is not None:
+            self._journal.remove(key)
+            self._journal_grew()
+        return self._drop(key)
+
+    def _durable(self) -> Optional[asyncio.Future]:
+        """With STORE_MEM_FSYNC=always, a future to await until what was just journaled is
+        fsynced; None when there is nothing to wait for."""
+        journal = self._journal
+        if journal is not None and journal.fsync == "always":
+            return journal.durable()
+        return None
 
     # -- basic methods -------------------------------------------------------------------
 
@@ -180,23 +393,29 @@ class MemStore(Store):
         return self._current
 
     async def set_current(self, current_time: int) -> None:
-        self._write_current(int(current_time))
+        self._current = current_time = int(current_time)
+        if self._journal is not None:
+            self._journal.current_lazy(current_time)
 
     async def get_plan(self, key: str) -> Optional[Plan]:
-        packed = self._plans.get(key)
+        packed = self._shards[hash(key) & _MASK].get(key)
         return None if packed is None else Plan.unpack(key, packed)
 
     async def set_plan(self, plan: Plan) -> None:
         """Stores the plan and indexes it at its next_time (the two never part here)."""
-        self._set_plan(plan)
+        self._put(plan.key, plan.pack(), plan.next_time)
+        waiter = self._durable()
+        if waiter is not None:
+            await waiter
 
     async def remove_plan(self, key: str) -> None:
-        packed = self._plans.get(key)
-        if packed is not None:
-            self._delete_plan(key, packed_next_time(packed))
+        if self._remove(key) is not None:
+            waiter = self._durable()
+            if waiter is not None:
+                await waiter
 
     async def has_plan(self, key: str) -> bool:
-        return key in self._plans
+        return key in self._shards[hash(key) & _MASK]
 
     async def add_time_plan(self, next_time: int, key: str) -> None:
         self._index.add(next_time, key)
@@ -206,8 +425,8 @@ class MemStore(Store):
 
     async def get_time_plans(self, ts: int) -> List[str]:
         """Keys indexed at ``ts`` that still have a plan, each once (stale ones may remain)."""
-        plans = self._plans
-        return [key for key in self._index.keys_at(ts) if key in plans]
+        shards = self._shards
+        return [key for key in self._index.keys_at(ts) if key in shards[hash(key) & _MASK]]
 
     async def delete_time_plans(self, ts: int) -> None:
         self._index.drop(ts)
@@ -221,72 +440,119 @@ class MemStore(Store):
         await self.set_status(key, next_time, status)
 
     async def get_plan_keys(self, prefix: str = "") -> List[str]:
-        """Every key starting with ``prefix``, in insertion order, yielding to the loop.
-
-        The key list is copied at C speed (tens of ms for 10M keys), then filtered in
-        chunks with a yield between them, so other requests and the timer keep running.
-        """
-        keys = list(self._plans)
-        if not prefix:
-            return keys
+        """Every key starting with ``prefix``, in no particular order, yielding to the loop
+        every :data:`_SCAN_CHUNK` keys so other requests and the timer keep running."""
         found: List[str] = []
-        for start in range(0, len(keys), _SCAN_CHUNK):
-            found.extend(key for key in keys[start:start + _SCAN_CHUNK] if key.startswith(prefix))
-            await asyncio.sleep(0)
+        scanned = 0
+        for shard in self._shards:
+            if prefix:
+                found += [key for key in shard if key.startswith(prefix)]
+            else:
+                found += shard
+            scanned += len(shard)
+            if scanned >= _SCAN_CHUNK:
+                scanned = 0
+                await asyncio.sleep(0)
         return found
 
     # -- batch methods -----------------------------------------------------------------------
 
     async def count_plans(self) -> Optional[int]:
-        return len(self._plans)
+        return self._count
 
     async def get_plans(self, keys: List[str]) -> List[Optional[Plan]]:
-        plans = []
+        plans: List[Optional[Plan]] = []
+        shards = self._shards
+        unpack = Plan.unpack
         for start in range(0, len(keys), _PLAN_CHUNK):
             if start:
                 await asyncio.sleep(0)
             for key in keys[start:start + _PLAN_CHUNK]:
-                packed = self._plans.get(key)
-                plans.append(None if packed is None else Plan.unpack(key, packed))
+                packed = shards[hash(key) & _MASK].get(key)
+                plans.append(None if packed is None else unpack(key, packed))
         return plans
 
     async def put_plan(self, plan: Plan) -> Optional[Plan]:
-        return self._set_plan(plan)
+        old = self._put(plan.key, plan.pack(), plan.next_time)
+        waiter = self._durable()
+        if waiter is not None:
+            await waiter
+        return None if old is None else Plan.unpack(plan.key, old)
+
+    async def put_plans(self, plans: List[Plan]) -> List[Optional[Plan]]:
+        """Creates or replaces many plans with one journal record (bulk loads)."""
+        puts: List = []
+        for plan in plans:
+            puts += (plan.key, plan.pack(), plan.next_time)
+        if self._journal is not None:
+            self._journal.batch(puts, [])
+            self._journal_grew()
+        store = self._store
+        olds = [store(puts[i], puts[i + 1], puts[i + 2]) for i in range(0, len(puts), 3)]
+        waiter = self._durable()
+        if waiter is not None:
+            await waiter
+        return [None if old is None else Plan.unpack(plan.key, old)
+                for plan, old in zip(plans, olds)]
 
     async def take_plan(self, key: str) -> Optional[Plan]:
-        packed = self._plans.get(key)
-        if packed is None:
+        old = self._remove(key)
+        if old is None:
             return None
-        plan = Plan.unpack(key, packed)
-        self._delete_plan(key, plan.next_time)
-        return plan
+        waiter = self._durable()
+        if waiter is not None:
+            await waiter
+        return Plan.unpack(key, old)
 
     async def commit_fired(self, ts: int, rescheduled: List[Plan], finished: List[str]) -> None:
-        """Applies the whole batch without yielding, so no request interleaves with it.
+        """Applies the whole batch, journaled as one record, without yielding, so no request
+        interleaves with it.
 
         get_plans does not yield either for batches of up to ``_PLAN_CHUNK`` keys, so a
         batch the core reads and commits back to back cannot overwrite a plan that a
         request replaced or removed in between with a stale copy.
         """
+        puts: List = []
         for plan in rescheduled:
-            packed = self._plans.get(plan.key)
-            self._write_plan(plan.key, plan.pack(), plan.next_time,
-                             None if packed is None else packed_next_time(packed))
-        for key in finished:
-            packed = self._plans.get(key)
-            if packed is not None:
-                self._delete_plan(key, packed_next_time(packed))
+            puts += (plan.key, plan.pack(), plan.next_time)
+        shards = self._shards
+        removes = [key for key in finished if key in shards[hash(key) & _MASK]]
+        if self._journal is not None:
+            self._journal.batch(puts, removes)
+            self._journal_grew()
+        index = self._index
+        for i in range(0, len(puts), 3):
+            key, packed, next_time = puts[i], puts[i + 1], puts[i + 2]
+            shard = shards[hash(key) & _MASK]
+            old = shard.get(key)
+            if old is None:  # removed meanwhile: the core never does that, but be exact
+                self._store(key, packed, next_time)
+            else:  # the plan was due at ts: its index entry there goes with the second
+                del shard[key]
+                shard[key] = packed
+                index.append(next_time, key)
+        for key in removes:
+            self._drop(key)
+        self._plans_changed = True
+        waiter = self._durable()
+        if waiter is not None:
+            await waiter
 
     async def set_status(self, key: str, ts: int, status: int) -> None:
         """Rewrites the plan with its new status; next_time is unchanged, so updating the
-        index is O(1) even in a busy second."""
-        packed = self._plans.get(key)
+        index is O(1) even in a busy second. Journaled lazily: not waited for."""
+        shard = self._shards[hash(key) & _MASK]
+        packed = shard.get(key)
         if packed is None:
             return
-        plan = Plan.unpack(key, packed)
-        if plan.last_timeout == ts and plan.status != status:
-            plan.status = status
-            self._write_plan(key, plan.pack(), plan.next_time, plan.next_time)
+        values = _unpackb(packed, raw=False, unicode_errors="surrogateescape")
+        if values[_LAST_TIMEOUT] == ts and values[_STATUS] != status:
+            values[_STATUS] = status
+            packed = _packer.pack(values)
+            if self._journal is not None:
+                self._journal.put_lazy(key, packed, values[_NEXT_TIME])
+            shard[key] = packed
+            self._plans_changed = True
 
     async def due_seconds(self, first: int, last: int) -> Iterable[int]:
         """The seconds in [first, last] that have plans, in order.
@@ -296,10 +562,27 @@ class MemStore(Store):
         """
         if last - first <= max(_WALK_SECONDS, len(self._index) // 64):
             return range(first, last + 1)
-        seconds = self._index.seconds()
         due: List[int] = []
-        for start in range(0, len(seconds), _SCAN_CHUNK):
-            due.extend(ts for ts in seconds[start:start + _SCAN_CHUNK] if first <= ts <= last)
-            await asyncio.sleep(0)
+        scanned = 0
+        for shard in self._index.shards():
+            due += [ts for ts in shard if first <= ts <= last]
+            scanned += len(shard)
+            if scanned >= _SCAN_CHUNK:
+                scanned = 0
+                await asyncio.sleep(0)
         due.sort()
         return due
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("mem store: cannot remove %s: %s", path, e)
+
+
+def _unlink_all(paths: List[str]) -> None:
+    for path in paths:
+        _unlink(path)

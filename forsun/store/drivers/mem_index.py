@@ -10,12 +10,17 @@ a stale entry. That is allowed by the Store contract: the core fires a plan only
 
 The index is derived data: the mem store rebuilds it from the plans' next_time at load and
 never persists it on its own.
+
+The seconds are spread over :data:`SHARDS` dicts (by ``ts % SHARDS``): one dict with millions
+of seconds would stall the IOLoop for a large fraction of a second each time it grows.
 """
 
 from typing import Dict, List, Union
 
 # Lists shorter than this are searched on add and remove (cheap); longer ones only grow.
 SMALL_BUCKET = 64
+SHARDS = 256
+_MASK = SHARDS - 1
 
 Bucket = Union[str, List[str]]
 
@@ -23,33 +28,39 @@ Bucket = Union[str, List[str]]
 class TimeIndex:
     """Maps a second to the keys due then; see the module docs for the layout."""
 
-    __slots__ = ("_buckets",)
+    __slots__ = ("_shards",)
 
     def __init__(self) -> None:
-        self._buckets: Dict[int, Bucket] = {}
+        self._shards: List[Dict[int, Bucket]] = [{} for _ in range(SHARDS)]
 
     def __len__(self) -> int:
         """How many seconds have keys."""
-        return len(self._buckets)
+        return sum(map(len, self._shards))
+
+    def clear(self) -> None:
+        for shard in self._shards:
+            shard.clear()
 
     def append(self, ts: int, key: str) -> None:
         """Adds ``key`` without looking for it first: for callers that know it is absent."""
-        bucket = self._buckets.get(ts)
+        buckets = self._shards[ts & _MASK]
+        bucket = buckets.get(ts)
         if bucket is None:
-            self._buckets[ts] = key
+            buckets[ts] = key
         elif bucket.__class__ is str:
-            self._buckets[ts] = [bucket, key]
+            buckets[ts] = [bucket, key]
         else:
             bucket.append(key)
 
     def add(self, ts: int, key: str) -> None:
         """Adds ``key`` unless a cheap look shows it there (long lists may get a repeat)."""
-        bucket = self._buckets.get(ts)
+        buckets = self._shards[ts & _MASK]
+        bucket = buckets.get(ts)
         if bucket is None:
-            self._buckets[ts] = key
+            buckets[ts] = key
         elif bucket.__class__ is str:
             if bucket != key:
-                self._buckets[ts] = [bucket, key]
+                buckets[ts] = [bucket, key]
         elif len(bucket) >= SMALL_BUCKET or key not in bucket:
             bucket.append(key)
 
@@ -61,27 +72,28 @@ class TimeIndex:
         every plan of a busy second) is skipped. Shorter buckets are checked, which also
         covers a second dropped in between.
         """
-        bucket = self._buckets.get(ts)
+        bucket = self._shards[ts & _MASK].get(ts)
         if bucket.__class__ is list and len(bucket) >= SMALL_BUCKET:
             return
         self.add(ts, key)
 
     def discard(self, ts: int, key: str) -> None:
         """Removes ``key`` when that is cheap; otherwise it stays as a stale entry."""
-        bucket = self._buckets.get(ts)
+        buckets = self._shards[ts & _MASK]
+        bucket = buckets.get(ts)
         if bucket is None:
             return
         if bucket.__class__ is str:
             if bucket == key:
-                del self._buckets[ts]
+                del buckets[ts]
         elif len(bucket) < SMALL_BUCKET and key in bucket:
             bucket.remove(key)
             if len(bucket) == 1:
-                self._buckets[ts] = bucket[0]
+                buckets[ts] = bucket[0]
 
     def keys_at(self, ts: int) -> List[str]:
         """The keys indexed at ``ts``, each once, in the order they were added."""
-        bucket = self._buckets.get(ts)
+        bucket = self._shards[ts & _MASK].get(ts)
         if bucket is None:
             return []
         if bucket.__class__ is str:
@@ -90,8 +102,12 @@ class TimeIndex:
 
     def drop(self, ts: int) -> None:
         """Forgets second ``ts`` and all its keys."""
-        self._buckets.pop(ts, None)
+        self._shards[ts & _MASK].pop(ts, None)
+
+    def shards(self) -> List[Dict[int, Bucket]]:
+        """The second -> bucket dicts, for scans that yield to the IOLoop between them."""
+        return self._shards
 
     def seconds(self) -> List[int]:
-        """Every second with keys, unordered (a C-speed copy, safe to filter later)."""
-        return list(self._buckets)
+        """Every second with keys, unordered."""
+        return [ts for shard in self._shards for ts in shard]
