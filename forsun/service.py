@@ -102,6 +102,7 @@ class ForsunService:
         self.loop_lag_probe.stop()
         if self.timer is not None:
             await self.timer.stop()
+        self.forsun.stop_preparing()
         await self.forsun.runner.stop()
         try:
             await self.store.uninit()

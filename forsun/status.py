@@ -95,18 +95,33 @@ class ForsunStatus:
         ``outcome``: 1 succeeded, -1 failed for good, 0 failed and will be retried.
         ``attempt`` counts retries (0 = first attempt). Final outcomes enter the history.
         """
-        action = plan.action
-        histogram = self.action_durations.get(action)
-        if histogram is None:
-            histogram = self.action_durations[action] = Histogram(DURATION_BUCKETS)
-        histogram.observe(duration)
-        if outcome == 0:
-            self.action_retries[action] = self.action_retries.get(action, 0) + 1
-            return
-        label = (action, "succeeded" if outcome > 0 else "failed")
-        self.fires[label] = self.fires.get(label, 0) + 1
-        self.history.append(Execution(plan.key, ts, action, 1 if outcome > 0 else -1,
-                                      attempt + 1, time.time() - duration, duration, error))
+        self.actions_finished(((ts, plan, attempt, outcome, duration, error),))
+
+    def actions_finished(self, attempts: Sequence[Tuple[int, Any, int, int, float,
+                                                        Optional[str]]]) -> None:
+        """:meth:`action_finished` for many attempts ``(ts, plan, attempt, outcome,
+        duration, error)`` at once, as the runner reports them: a busy second ends tens of
+        thousands, of which the history keeps only the last ones."""
+        durations = self.action_durations
+        fires = self.fires
+        retries = self.action_retries
+        history_size = self.history.size
+        keep_from = len(attempts) - history_size
+        now = time.time()
+        for index, (ts, plan, attempt, outcome, duration, error) in enumerate(attempts):
+            action = plan.action
+            histogram = durations.get(action)
+            if histogram is None:
+                histogram = durations[action] = Histogram(DURATION_BUCKETS)
+            histogram.observe(duration)
+            if outcome == 0:
+                retries[action] = retries.get(action, 0) + 1
+                continue
+            label = (action, "succeeded" if outcome > 0 else "failed")
+            fires[label] = fires.get(label, 0) + 1
+            if index >= keep_from and history_size:
+                self.history.append(Execution(plan.key, ts, action, 1 if outcome > 0 else -1,
+                                              attempt + 1, now - duration, duration, error))
 
     def observe_lateness(self, seconds: float) -> None:
         """How long after its second boundary the handling of a second started."""

@@ -1,6 +1,7 @@
 """The redis action against private redis-server processes."""
 
 import asyncio
+import signal
 import time
 
 import pytest
@@ -29,6 +30,18 @@ def test_split_commands_keeps_quoted_separators():
         ["SET", "b", "1", "EX", "300"], ["LPUSH", "q", "a b;c", 'd"e;f', "g;h"]]
     with pytest.raises(ExecuteActionError, match="cannot be parsed"):
         split_commands("SET a 'open")
+
+
+def test_texts_sharing_a_quoted_head_split_like_the_whole_text():
+    texts = ['EVAL "return redis.call(\'INCR\', KEYS[1])" 1 k%d' % n for n in range(3)] + [
+        "SET a 'x y' b", "SET a 'x y' b;GET a", "SET a \\' b", "x \\\" b", "SET 'a'b c",
+        "a 'b'", "RPUSH q 'a' \\ b"]
+    for text in texts * 2:  # the second time from the cache
+        assert redis_driver._split_cached(text) == split_commands(text), text
+    for text in ["SET a 'x\" b", "SET a \"x' b"]:
+        for split in (split_commands, redis_driver._split_cached):
+            with pytest.raises(ExecuteActionError, match="cannot be parsed"):
+                split(text)
 
 
 async def test_commands_with_quotes_run_in_order_on_the_selected_db(redis_server,
@@ -114,3 +127,124 @@ async def test_state_changing_commands_do_not_leak_into_the_next_fire(redis_serv
     assert redis_server.client(5).get("moved") == b"1"
     assert redis_server.client(0).get("here") == b"1"
     assert redis_server.client(5).get("here") is None
+
+
+# -- pipelining: fires of one target that arrive together share one write ----------------
+
+async def gather_fires(actions):
+    """Starts every fire's execute() as its own task at once, as the runner does."""
+    return await asyncio.gather(*[asyncio.ensure_future(action.execute())
+                                  for action in actions], return_exceptions=True)
+
+
+async def test_thousands_of_fires_at_once_all_land_on_few_connections(redis_server,
+                                                                      action_settings,
+                                                                      action_pools):
+    results = await gather_fires([redis_action(redis_server.port, max_connections="2",
+                                               command="LPUSH q v%d" % n)
+                                  for n in range(2000)])
+    assert results == [None] * 2000
+    assert connected_clients(redis_server) <= 2
+    values = redis_server.client().lrange("q", 0, -1)
+    assert sorted(values) == sorted(b"v%d" % n for n in range(2000))
+
+
+async def test_an_error_reply_fails_only_its_own_fire(redis_server, action_settings,
+                                                      action_pools):
+    redis_server.client().set("text", "not a list")
+    commands = ["RPUSH q %d" % n for n in range(200)]
+    commands[50] = "RPUSH text x"  # WRONGTYPE
+    commands[120] = "NOSUCHCMD x"
+    results = await gather_fires([redis_action(redis_server.port, command=command)
+                                  for command in commands])
+    failed = {n: result for n, result in enumerate(results) if result is not None}
+    assert sorted(failed) == [50, 120]
+    assert isinstance(failed[50], ExecuteActionError) and "WRONGTYPE" in str(failed[50])
+    assert isinstance(failed[120], ExecuteActionError) and "unknown command" in str(failed[120])
+    values = redis_server.client().lrange("q", 0, -1)
+    assert sorted(map(int, values)) == [n for n in range(200) if n not in (50, 120)]
+
+
+async def test_a_fire_with_several_commands_keeps_its_order_among_others(redis_server,
+                                                                         action_settings,
+                                                                         action_pools):
+    actions = [redis_action(redis_server.port, command="INCR hits") for _ in range(300)]
+    actions.insert(100, redis_action(redis_server.port,
+                                     command="RPUSH m 1;RPUSH m 2;NOSUCHCMD;RPUSH m 3"))
+    actions.insert(200, redis_action(redis_server.port,
+                                     command="RPUSH n a;RPUSH n b;EXPIRE n 300;RPUSH n c"))
+    results = await gather_fires(actions)
+    assert isinstance(results[100], ExecuteActionError)
+    assert "unknown command" in str(results[100])
+    assert [n for n, result in enumerate(results) if result is not None] == [100]
+    client = redis_server.client()
+    assert client.lrange("m", 0, -1) == [b"1", b"2"]  # stopped at its first error
+    assert client.lrange("n", 0, -1) == [b"a", b"b", b"c"]
+    assert 0 < client.ttl("n") <= 300
+    assert client.get("hits") == b"300"
+
+
+async def test_a_redis_that_dies_mid_batch_retries_that_batch(tmp_path, action_settings,
+                                                              action_pools):
+    server = RedisServer(str(tmp_path / "redis-dies")).start()
+    try:
+        await redis_action(server.port, command="PING").execute()  # a pooled connection
+        target = next(iter(redis_driver._targets._targets.values()))
+        server.process.send_signal(signal.SIGSTOP)  # it reads nothing and answers nothing
+        fires = [asyncio.ensure_future(redis_action(server.port, command="LPUSH q %d" % n)
+                                       .execute()) for n in range(50)]
+        # the fires queued their commands and a writer wrote them all as one batch
+        await until(lambda: target._writers and not target._starting and not target._pending)
+        assert not any(fire.done() for fire in fires)
+        server.kill()  # SIGKILL works on a stopped process
+        results = await asyncio.gather(*fires, return_exceptions=True)
+        assert all(isinstance(result, ActionExecuteRetry) for result in results), results
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, server.start)  # same port: reconnected
+        await redis_action(server.port, command="LPUSH q again").execute()
+        assert server.client().lrange("q", 0, -1) == [b"again"]
+    finally:
+        server.kill()
+
+
+async def test_parsed_commands_are_cached_by_text_and_bounded(redis_server, action_settings,
+                                                              action_pools, monkeypatch):
+    monkeypatch.setattr(redis_driver, "PARSE_CACHE_SIZE", 10)
+    monkeypatch.setattr(redis_driver, "_parsed", type(redis_driver._parsed)())
+    for n in range(25):
+        await redis_action(redis_server.port, command="SADD s %d" % (n % 15)).execute()
+    assert len(redis_driver._parsed) == 10
+    assert redis_server.client().scard("s") == 15
+
+
+async def test_blocking_commands_do_not_hold_up_other_fires(redis_server, action_settings,
+                                                            action_pools):
+    blocked = asyncio.ensure_future(
+        redis_action(redis_server.port, command="BLPOP wakeup 10").execute())
+    results = await gather_fires([redis_action(redis_server.port, command="INCR n")
+                                  for _ in range(20)])
+    assert results == [None] * 20 and not blocked.done()
+    redis_server.client().rpush("wakeup", "x")
+    await blocked
+    assert redis_server.client().get("n") == b"20"
+
+
+async def test_a_busy_seconds_fires_are_handed_over_in_lists(redis_server, make_runner):
+    """The runner gives the redis action a second's fires in lists (execute_batch); each
+    fire still gets its own outcome."""
+    runner = make_runner(ACTION_RETRY_DELAY_SECONDS=0.05)
+    commands = {"b%04d" % n: "RPUSH q %d" % n for n in range(1200)}
+    commands["b0010"] = "NOSUCHCMD x"
+    commands["b0020"] = "RPUSH q 'unclosed"
+    commands["b0030"] = "RPUSH m 1;RPUSH m 2"
+    commands["b0040"] = "SELECT 2;RPUSH q2 x"  # not pipelined
+    runner.runner.run_all(int(time.time()), [
+        plan(key, "redis", port=str(redis_server.port), command=command)
+        for key, command in commands.items()])
+    outcomes = {key: await runner.outcome(key) for key in commands}
+    assert {key for key, outcome in outcomes.items() if outcome != 1} == {"b0010", "b0020"}
+    assert outcomes["b0010"] == outcomes["b0020"] == -1
+    assert runner.status.action_retried_count == 0
+    client = redis_server.client()
+    assert client.llen("q") == 1200 - 4 and client.lrange("m", 0, -1) == [b"1", b"2"]
+    assert redis_server.client(2).lrange("q2", 0, -1) == [b"x"]

@@ -81,6 +81,10 @@ class RecordingRunner:
     def run(self, ts, plan):
         self.fires.append((ts, plan.key))
 
+    def run_all(self, ts, plans):
+        for plan in plans:
+            self.run(ts, plan)
+
     async def stop(self):
         pass
 

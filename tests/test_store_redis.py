@@ -84,6 +84,10 @@ class RecordingRunner:
     def run(self, ts: int, plan: Plan) -> None:
         self.fired.append((plan.key, ts))
 
+    def run_all(self, ts: int, plans: List[Plan]) -> None:
+        for plan in plans:
+            self.run(ts, plan)
+
 
 def delay_plan(key: str, next_time: int, interval: int = 10, count: int = 1, **fields) -> Plan:
     return Plan(key, True, interval, count=count, next_time=next_time,

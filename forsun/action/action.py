@@ -5,7 +5,7 @@ then ``execute()`` is awaited by the runner, which owns timeouts, retries, statu
 counters, so an action only talks to its target.
 """
 
-from typing import Any, Dict
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 from ..error import ActionExecuteRetry
 
@@ -37,6 +37,15 @@ class Action:
     @classmethod
     def uninit(cls) -> None:
         """Called once at a clean stop; close pools here (may be a coroutine)."""
+
+    #: Optional, for actions that gain from handling many fires at once (the redis action
+    #: pipelines them): a classmethod ``async execute_batch(cls, fires) -> outcomes`` taking
+    #: a list of Action objects of one due second and returning, in the same order, None
+    #: for each fire that succeeded or the exception it failed with (ActionExecuteRetry to
+    #: have it retried, alone, through ``execute``). The runner then hands over the first
+    #: attempts of a busy second's fires in lists instead of one ``execute`` task each.
+    execute_batch: Optional[Callable[[List["Action"]], Awaitable[List[Optional[BaseException]]]]]
+    execute_batch = None
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError()

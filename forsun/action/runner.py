@@ -15,7 +15,8 @@ import asyncio
 import logging
 import math
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from tornado.ioloop import IOLoop
 
@@ -29,6 +30,12 @@ log = logging.getLogger("forsun.action")
 
 # Granularity of action timeouts: a fire is cancelled at most this much after its time.
 TIMEOUT_TICK = 0.1
+# Fires of one action running at once; more wait their turn, in order. Without a limit a
+# burst of 100,000 due plans would start 100,000 tasks at once, each building its request
+# before any got a connection from its pool.
+MAX_RUNNING_PER_ACTION = 1000
+# Fires of an action with ``execute_batch`` handed to it at once, in one task.
+BATCH_SIZE = 500
 # The history entries and log lines of finished fires are written this long after, in one
 # go, so they do not delay the start of the other fires of a busy second.
 REPORT_DELAY = 0.05
@@ -52,28 +59,120 @@ class ActionRunner:
         self._next_tick = 0
         self._sweeper: Any = None
         self._timed_out: Dict[asyncio.Task, float] = {}
-        # fires that succeeded whose status and history entry are still to be written
+        # attempts that ended whose history entry and status are still to be written
         self._finished: List[Tuple[int, Plan, int, int, float, Optional[str]]] = []
         self._report_handle: Any = None
+        self._gates: Set[asyncio.Future] = set()  # gates of prepared fires not yet opened
+        self._running: Dict[str, int] = {}  # action -> fires running
+        # action -> what waits beyond MAX_RUNNING_PER_ACTION: (fires, coroutine function, args)
+        self._waiting: Dict[str, Deque[Tuple[int, Any, tuple]]] = {}
 
-    def run(self, ts: int, plan: Plan) -> None:
-        """Starts the action of ``plan`` for the fire at ``ts`` without waiting for it."""
-        self._spawn(ts, plan, 0)
+    def run(self, ts: int, plan: Plan, gate: Optional[asyncio.Future] = None) -> None:
+        """Starts the action of ``plan`` for the fire at ``ts`` without waiting for it.
 
-    def _spawn(self, ts: int, plan: Plan, attempt: int) -> None:
-        # _execute takes its task out of _tasks itself: a done callback would cost every
-        # fire one more trip through the IOLoop's queue
-        self._tasks.add(asyncio.get_running_loop().create_task(self._execute(ts, plan, attempt)))
+        With a ``gate`` (from :meth:`new_gate`) the fire's task is made now but its action
+        starts only when :meth:`open_gate` is called, if that does not drop it: the core
+        prepares a busy second's fires ahead of it and opens the gate at the second.
+        """
+        self._start(plan.action, 1, self._execute, (ts, plan, 0, gate), gate is None)
+
+    def run_all(self, ts: int, plans: List[Plan], gate: Optional[asyncio.Future] = None) -> None:
+        """Starts the fires of ``plans`` at ``ts``, like :meth:`run` for each.
+
+        The fires of an action class that has ``execute_batch`` (see
+        :class:`forsun.action.action.Action`) run together, one task for up to
+        :data:`BATCH_SIZE` of them: no task, timeout entry and coroutine per fire, and the
+        action can send them to its target at once (the redis action pipelines them).
+        """
+        batches: Dict[str, List[Plan]] = {}
+        for plan in plans:
+            action = plan.action
+            batch = batches.get(action)
+            if batch is None:
+                batch = batches[action] = []
+            batch.append(plan)
+        for action, batch in batches.items():
+            info = self._actions.get(action)
+            if info is None:
+                try:
+                    info = self._action_info(action)
+                except LookupError:
+                    info = (None, 0.0)
+            if getattr(info[0], "execute_batch", None) is None:
+                for plan in batch:  # one task each; an unknown action fails in it
+                    self._start(action, 1, self._execute, (ts, plan, 0, gate), gate is None)
+                continue
+            for first in range(0, len(batch), BATCH_SIZE):
+                fires = batch[first:first + BATCH_SIZE]
+                self._start(action, len(fires), self._execute_batch, (ts, action, fires, gate),
+                            gate is None)
+
+    def new_gate(self) -> asyncio.Future:
+        gate = asyncio.get_running_loop().create_future()
+        self._gates.add(gate)
+        return gate
+
+    def open_gate(self, gate: asyncio.Future, dropped: Optional[Set[str]]) -> None:
+        """Lets the fires waiting at ``gate`` start, except those of the keys in
+        ``dropped``; ``dropped`` None drops them all."""
+        self._gates.discard(gate)
+        if not gate.done():
+            gate.set_result(dropped)
+
+    def _start(self, action: str, fires: int, execute: Any, args: tuple, may_wait: bool) -> None:
+        """Starts ``execute(*args)`` (``fires`` fires of ``action``) as a task, or queues it
+        while the action already has :data:`MAX_RUNNING_PER_ACTION` fires running."""
+        running = self._running.get(action, 0)
+        if may_wait and running >= MAX_RUNNING_PER_ACTION:
+            waiting = self._waiting.get(action)
+            if waiting is None:
+                waiting = self._waiting[action] = deque()
+            waiting.append((fires, execute, args))
+            return
+        self._running[action] = running + fires
+        # the task takes itself out of _tasks: a done callback would cost every fire one
+        # more trip through the IOLoop's queue
+        self._tasks.add(asyncio.get_running_loop().create_task(execute(*args)))
+
+    def _behind_waiting(self, action: str, fires: int, execute: Any, args: tuple) -> bool:
+        """Queues fires prepared ahead (let through their gate) after the fires of earlier
+        seconds still waiting for room, if any: a second's fires never start before the
+        previous second's. True if queued."""
+        waiting = self._waiting.get(action)
+        if not waiting:
+            return False
+        waiting.append((fires, execute, args))
+        return True
+
+    def _ended(self, action: str, fires: int) -> None:
+        """``fires`` fires of ``action`` no longer run: what waited for room starts."""
+        running = self._running[action] - fires
+        waiting = self._waiting.get(action)
+        while waiting and running < MAX_RUNNING_PER_ACTION:
+            count, execute, args = waiting.popleft()
+            running += count
+            self._tasks.add(asyncio.get_running_loop().create_task(execute(*args)))
+        self._running[action] = running
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before the ``attempt``-th retry (1-based), as SPEC section 1 gives it."""
         return self.retry_delay_seconds * (1 + self.retry_delay_rate * attempt)
 
-    async def _execute(self, ts: int, plan: Plan, attempt: int) -> None:
+    async def _execute(self, ts: int, plan: Plan, attempt: int,
+                       gate: Optional[asyncio.Future] = None) -> None:
+        """One attempt of one fire: the action with its timeout, then :meth:`_settle`."""
+        task = asyncio.current_task()
+        if gate is not None:
+            dropped = await gate
+            if dropped is None or plan.key in dropped or \
+                    self._behind_waiting(plan.action, 1, self._execute, (ts, plan, attempt)):
+                self._tasks.discard(task)  # type: ignore[arg-type]
+                self._ended(plan.action, 1)
+                return
         status = self.status
         status.action_executing_count += 1
         started = time.monotonic()
-        outcome, error = 1, None
+        error: Optional[BaseException] = None
         tick = 0
         try:
             # the action, with its timeout (inline: a coroutine less per fire)
@@ -86,90 +185,142 @@ class ActionRunner:
             result = cls(ts, plan, plan.action, plan.params).execute()
             if asyncio.iscoroutine(result) or asyncio.isfuture(result) or \
                     hasattr(result, "__await__"):
-                tick = self._watch(asyncio.current_task(), timeout)
+                tick = self._watch(task, timeout)
                 await result
-        except ActionExecuteRetry as e:
-            if attempt < self.retry_max_count:
-                status.action_executed_error_count += 1
-                self._schedule_retry(ts, plan, attempt + 1, e)
-                outcome, error = 0, _describe(e)  # 0: this attempt failed, a retry follows
-                return
-            outcome, error = -1, "gave up after %d retries: %s" % (attempt, _describe(e))
-        except asyncio.TimeoutError as e:
-            outcome, error = -1, str(e) or "timed out"
         except asyncio.CancelledError:
-            timeout = self._timed_out.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            if timeout is None:
-                outcome, error = -1, "cancelled at stop"
+            timeout = self._timed_out.pop(task, None)  # type: ignore[arg-type]
+            if timeout is None:  # cancelled at stop
+                self._settle(ts, plan, attempt, StopCancelled(), time.monotonic() - started)
                 raise
-            outcome, error = -1, "timed out after %.0f s" % timeout
+            error = asyncio.TimeoutError("timed out after %.0f s" % timeout)
         except Exception as e:
-            outcome, error = -1, _describe(e)
+            error = e
             log.debug("plan %s action %s traceback", plan.key, plan.action, exc_info=True)
         finally:
-            task = asyncio.current_task()
-            if outcome == 0 or error == "cancelled at stop":  # leaving here, not below
-                self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)  # type: ignore[arg-type]
             if tick:
-                bucket = self._expiry.get(tick)
-                if bucket is not None:
-                    bucket.pop(task, None)
+                self._unwatch(tick, task)
             status.action_executing_count -= 1
-            status.action_executed_count += 1
-            if outcome < 0:
-                status.action_executed_error_count += 1
-            duration = time.monotonic() - started
-            if outcome > 0:
-                # a success's status, history entry (and debug line) are written a moment
-                # later, for every fire that ended meanwhile at once: a busy second's fires
-                # start sooner
+            self._ended(plan.action, 1)
+        self._settle(ts, plan, attempt, error, time.monotonic() - started)
+
+    async def _execute_batch(self, ts: int, action: str, plans: List[Plan],
+                             gate: Optional[asyncio.Future] = None) -> None:
+        """The first attempt of several fires of one action with ``execute_batch``: one
+        timeout for them all; each fire then settles on its own (a failed one is retried
+        alone, through :meth:`_execute`)."""
+        task = asyncio.current_task()
+        fires = len(plans)
+        if gate is not None:
+            dropped = await gate
+            if dropped:
+                plans = [plan for plan in plans if plan.key not in dropped]
+            if dropped is None or not plans or \
+                    self._behind_waiting(action, len(plans), self._execute_batch,
+                                         (ts, action, plans)):
                 self._tasks.discard(task)  # type: ignore[arg-type]
-                if self._report_handle is None:
-                    self._report_handle = asyncio.get_running_loop().call_later(
-                        REPORT_DELAY, self._report_finished)
-                self._finished.append((ts, plan, attempt, outcome, duration, error))
-            else:
-                status.action_finished(ts, plan, attempt, outcome, duration, error)
-                if outcome < 0:
-                    log.error("plan %s action %s at %s failed: %s", plan.key, plan.action, ts,
-                              error)
-        if outcome > 0:
-            return
+                self._ended(action, fires)
+                return
+        status = self.status
+        status.action_executing_count += len(plans)
+        started = time.monotonic()
+        errors: List[Optional[BaseException]]
+        tick = 0
         try:
-            await self.store.set_status(plan.key, ts, outcome)
+            if self.policy.allowed is not None:
+                self.policy.check_fire(action)
+            cls, timeout = self._actions.get(action) or self._action_info(action)
+            tick = self._watch(task, timeout)
+            errors = list(await cls.execute_batch([cls(ts, plan, action, plan.params)
+                                                   for plan in plans]))
+            if len(errors) != len(plans):
+                raise RuntimeError("%s.execute_batch returned %d outcomes for %d fires"
+                                   % (cls.__name__, len(errors), len(plans)))
+        except asyncio.CancelledError:
+            timeout = self._timed_out.pop(task, None)  # type: ignore[arg-type]
+            if timeout is None:  # cancelled at stop
+                duration = time.monotonic() - started
+                for plan in plans:
+                    self._settle(ts, plan, 0, StopCancelled(), duration)
+                raise
+            errors = [asyncio.TimeoutError("timed out after %.0f s" % timeout)] * len(plans)
         except Exception as e:
-            status.store_error("set_status")
-            log.error("plan %s saving status %s failed: %s", plan.key, outcome, e)
+            errors = [e] * len(plans)
+            log.debug("action %s batch traceback", action, exc_info=True)
         finally:
             self._tasks.discard(task)  # type: ignore[arg-type]
+            if tick:
+                self._unwatch(tick, task)
+            status.action_executing_count -= len(plans)
+            self._ended(action, fires)
+        duration = time.monotonic() - started
+        settle = self._settle
+        for plan, error in zip(plans, errors):
+            settle(ts, plan, 0, error, duration)
+
+    def _settle(self, ts: int, plan: Plan, attempt: int, error: Optional[BaseException],
+                duration: float) -> None:
+        """What follows an attempt: a retry for ActionExecuteRetry while retries are left,
+        counters, and (a moment later, see :meth:`_report_finished`) the history entry and
+        the plan's status: 1 succeeded, 0 failed and retried, -1 failed for good."""
+        status = self.status
+        status.action_executed_count += 1
+        if error is None:
+            outcome, text = 1, None
+        else:
+            status.action_executed_error_count += 1
+            if error.__class__ is ActionExecuteRetry or isinstance(error, ActionExecuteRetry):
+                if attempt < self.retry_max_count:
+                    self._schedule_retry(ts, plan, attempt + 1, error)
+                    outcome, text = 0, _describe(error)
+                else:
+                    outcome, text = -1, "gave up after %d retries: %s" % (attempt,
+                                                                          _describe(error))
+            elif isinstance(error, (asyncio.TimeoutError, StopCancelled)):
+                outcome, text = -1, str(error) or "timed out"
+            else:
+                outcome, text = -1, _describe(error)
+        self._finished.append((ts, plan, attempt, outcome, duration, text))
+        if outcome < 0:  # reported at once (successes are the busy case, failures rare)
+            if self._report_handle is not None:
+                self._report_handle.cancel()
+            self._report_finished()
+        elif self._report_handle is None:
+            self._report_handle = asyncio.get_running_loop().call_later(
+                REPORT_DELAY, self._report_finished)
 
     def _report_finished(self) -> None:
+        """Writes the history entries, debug lines and statuses of the attempts that ended
+        since the last call, in one go: a busy second's fires start sooner."""
         self._report_handle = None
         finished, self._finished = self._finished, []
         if not finished:
             return
-        action_finished = self.status.action_finished
-        debug = log.isEnabledFor(logging.DEBUG)
-        for ts, plan, attempt, outcome, duration, error in finished:
-            action_finished(ts, plan, attempt, outcome, duration, error)
-            if debug:
-                log.debug("plan %s action %s at %s done in %.1f ms", plan.key, plan.action, ts,
-                          duration * 1000)
+        self.status.actions_finished(finished)
+        if log.isEnabledFor(logging.DEBUG):
+            for ts, plan, attempt, outcome, duration, error in finished:
+                log.debug("plan %s action %s at %s: outcome %d in %.1f ms", plan.key,
+                          plan.action, ts, outcome, duration * 1000)
         task = asyncio.ensure_future(self._save_statuses(finished))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _save_statuses(self, finished: List[Tuple[int, Plan, int, int, float,
                                                         Optional[str]]]) -> None:
-        """The statuses of fires that succeeded, one after the other (a mem store does them
-        all without suspending; a network store one round trip each)."""
+        """The plans' statuses after their final attempts, one after the other (a mem store does them all without
+        suspending; a network store one round trip each)."""
         set_status = self.store.set_status
-        for ts, plan, _, outcome, _, _ in finished:
+        for ts, plan, _, outcome, _, error in finished:
+            if not outcome:
+                continue  # a retry follows: the plan's status is that of its final attempt
             try:
                 await set_status(plan.key, ts, outcome)
             except Exception as e:
                 self.status.store_error("set_status")
                 log.error("plan %s saving status %s failed: %s", plan.key, outcome, e)
+            if outcome < 0:  # logged once its status reads -1
+                log.error("plan %s action %s at %s failed: %s", plan.key, plan.action, ts,
+                          error)
 
     def _action_info(self, name: str) -> Tuple[type, float]:
         """(class, timeout) of an action; a shell command may run for an hour
@@ -196,6 +347,11 @@ class ActionRunner:
         bucket[task] = timeout
         return tick
 
+    def _unwatch(self, tick: int, task: Any) -> None:
+        bucket = self._expiry.get(tick)
+        if bucket is not None:
+            bucket.pop(task, None)
+
     def _sweep(self) -> None:
         """Cancels the fires whose time is up; runs every tick while fires are watched."""
         loop = asyncio.get_running_loop()
@@ -219,7 +375,7 @@ class ActionRunner:
 
         def fire() -> None:
             self._retries.discard(handle)
-            self._spawn(ts, plan, attempt)
+            self._start(plan.action, 1, self._execute, (ts, plan, attempt, None), True)
 
         handle = IOLoop.current().call_later(delay, fire)
         self._retries.add(handle)
@@ -237,16 +393,33 @@ class ActionRunner:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for gate in list(self._gates):
+            self.open_gate(gate, None)
+        dropped = sum(fires for waiting in self._waiting.values() for fires, _, _ in waiting)
+        if dropped:
+            log.warning("stopping: %d fires waiting for a free slot (MAX_RUNNING_PER_ACTION) "
+                        "are not run", dropped)
+        self._waiting.clear()
         if self._tasks:
             done, pending = await asyncio.wait(list(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
-        if self._report_handle is not None:  # statuses of the last moments are saved too
-            self._report_handle.cancel()
+            if pending:  # they settle as "cancelled at stop"
+                await asyncio.wait(pending, timeout=1.0)
+        if self._report_handle is not None or self._finished:  # the last moments' statuses
+            if self._report_handle is not None:
+                self._report_handle.cancel()
             self._report_finished()
             saving = [task for task in self._tasks if not task.done()]
             if saving:
                 await asyncio.wait(saving, timeout=grace)
+
+
+class StopCancelled(Exception):
+    """A fire cancelled because forsund stops (after the stop's grace period)."""
+
+    def __str__(self) -> str:
+        return "cancelled at stop"
 
 
 def _describe(error: BaseException) -> str:

@@ -35,7 +35,7 @@ CONTRACT_METHODS = (
     "init", "uninit", "get_current", "set_current", "get_plan", "set_plan", "remove_plan",
     "has_plan", "add_time_plan", "remove_time_plan", "get_time_plans", "delete_time_plans",
     "get_time_plan", "set_time_plan", "get_plan_keys", "count_plans", "get_plans",
-    "put_plan", "take_plan", "commit_fired", "set_status", "due_seconds",
+    "put_plan", "put_plans", "take_plan", "commit_fired", "set_status", "due_seconds",
 )
 
 
@@ -152,6 +152,12 @@ class Store:
         await self.set_plan(plan)
         await self.add_time_plan(plan.next_time, plan.key)
         return old
+
+    async def put_plans(self, plans: List[Plan]) -> List[Optional[Plan]]:
+        """:meth:`put_plan` for each plan, in order; returns the replaced ones (None for a
+        new key). Bulk HTTP bodies create thousands of plans through it: a store that can
+        write many in one round trip overrides it."""
+        return [await self.put_plan(plan) for plan in plans]
 
     async def take_plan(self, key: str) -> Optional[Plan]:
         """Removes the plan and its time-index entry; returns it, or None if absent."""

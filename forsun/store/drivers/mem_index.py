@@ -91,14 +91,15 @@ class TimeIndex:
             if len(bucket) == 1:
                 buckets[ts] = bucket[0]
 
-    def keys_at(self, ts: int) -> List[str]:
-        """The keys indexed at ``ts``, each once, in the order they were added."""
+    def keys_at(self, ts: int, unique: bool = True) -> List[str]:
+        """The keys indexed at ``ts`` in the order they were added, each once (``unique``)
+        or as they are (a C-speed copy)."""
         bucket = self._shards[ts & _MASK].get(ts)
         if bucket is None:
             return []
         if bucket.__class__ is str:
             return [bucket]
-        return list(dict.fromkeys(bucket))
+        return list(dict.fromkeys(bucket)) if unique else list(bucket)
 
     def drop(self, ts: int) -> None:
         """Forgets second ``ts`` and all its keys."""
