@@ -2,7 +2,10 @@
 concurrency, hostile input, limits and counters. Client-only behaviour is in test_clients.py.
 
 The fake handler echoes its arguments into plans, so these tests check the wire and the
-dispatcher, not the forsun core.
+dispatcher, not the forsun core. Every server test runs twice: with each call in a task of
+its own, and with calls run inline (as for the mem store). The tests at the end put the real
+handler, core and mem store behind the server, for pipelined runs of creates answered
+together (``ForsunHandler.call_many``).
 """
 
 import asyncio
@@ -79,6 +82,14 @@ class FakeHandler:
         self._check(key)
         if key == "slow":
             await gen.sleep(0.05)
+        if key in ("cancel", "cancel-caught"):  # cancels its own task once it has one
+            await asyncio.sleep(0)
+            asyncio.current_task().cancel()
+            try:
+                await gen.sleep(1)
+            except asyncio.CancelledError:
+                if key == "cancel":
+                    raise
         if key == "hold":
             self.held += 1
             if self.held >= self.hold_until:
@@ -158,13 +169,14 @@ def status() -> SimpleNamespace:
                            requested_count=0, requested_error_count=0)
 
 
-@pytest.fixture
-def make_server(io_loop, handler, status) -> Callable[..., int]:
+@pytest.fixture(params=[False, True], ids=["tasks", "inline"])
+def make_server(request, io_loop, handler, status) -> Callable[..., int]:
     """Starts ThriftServers on free ports with the given options; returns the port."""
     servers = []
 
     def make(**options: Any) -> int:
         options.setdefault("max_message_bytes", LIMIT)
+        options.setdefault("inline", request.param)
         server = ThriftServer(handler, status, **options)
         sockets = bind_sockets(0, "127.0.0.1")
         server.add_sockets(sockets)
@@ -366,6 +378,46 @@ async def test_pipelined_requests_are_answered_in_order(port, framed):
 
 
 @pytest.mark.gen_test
+async def test_a_cancelled_call_drops_its_connection(port, logs, status):
+    stream = await connect(port)
+    peer = peer_of(stream)
+    await stream.write(call_message("ping", 1, Forsun.ping_args())
+                       + call_message("get", 2, Forsun.get_args("cancel"))
+                       + call_message("ping", 3, Forsun.ping_args()))
+    [pong] = await read_messages(stream, 1)
+    assert decode_reply(pong, Forsun.ping_result)[:2] == ("ping", 1)
+    await assert_closed_by_server(stream)
+    record = await logs.wait_for(peer, logging.INFO)
+    assert "call cancelled" in record.getMessage()
+    assert status.requesting_count == 0
+    assert await TorThriftClient(port).ping() == 0
+
+
+@pytest.mark.gen_test
+async def test_a_call_that_survives_its_cancellation_is_answered(port):
+    """The cancellation reaches the handler at its await, inline as in a task of its own."""
+    client = TorThriftClient(port, max_stream=1)
+    assert (await client.get("cancel-caught")).key == "cancel-caught"
+    assert await client.ping() == 0
+    client.close()
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("framed", [False, True])
+async def test_calls_answered_before_bad_input_get_their_replies(port, logs, framed):
+    stream = await connect(port)
+    peer = peer_of(stream)
+    await stream.write(call_message("ping", 1, Forsun.ping_args(), framed)
+                       + call_message("getKeys", 2, Forsun.getKeys_args("p"), framed)
+                       + BAD_INPUTS["garbage frame" if framed else "garbage"])
+    replies = await read_messages(stream, 2, framed)
+    assert decode_reply(replies[0], Forsun.ping_result)[:2] == ("ping", 1)
+    assert decode_reply(replies[1], Forsun.getKeys_result)[2].success == ["p1", "p2"]
+    await assert_closed_by_server(stream)
+    await logs.wait_for(peer)
+
+
+@pytest.mark.gen_test
 async def test_fifty_concurrent_connections_are_served_at_once(port, handler, status):
     handler.hold_until = 50
     client = TorThriftClient(port, max_stream=50)
@@ -518,3 +570,182 @@ def test_scanner_walks_a_message_arriving_in_chunks_once(monkeypatch, params):
     assert ends[-1] == len(message) and not any(ends[:-1])
     # Only the few bytes of a step cut by a chunk boundary are read again.
     assert sum(walked) < len(message) + 1024
+
+
+# -- the real handler, core and mem store behind the server ---------------------------------
+
+
+@pytest.fixture
+def core_settings() -> Dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def core_server(io_loop, tmp_path, core_settings):
+    """A ThriftServer with ForsunHandler on a Forsun core over a mem store in ``tmp_path``,
+    as forsund wires them; yields (port, core)."""
+    from forsun import action as actions
+    from forsun.config import Settings
+    from forsun.forsun import Forsun as Core
+    from forsun.servers.thrift.handler import ForsunHandler
+    from forsun.status import ForsunStatus
+    from forsun.store.drivers.mem import MemStore
+
+    actions.load_builtin_actions()
+    settings = Settings(dict({"STORE_MEM_STORE_FILE": str(tmp_path / "forsun.dump"),
+                              "STORE_MEM_FLUSH_SECONDS": 0}, **core_settings))
+    store = MemStore(settings)
+    core_status = ForsunStatus()
+    core = Core(settings, store, core_status)
+    io_loop.run_sync(store.init)
+
+    async def info():
+        return {"plan_count": str(core_status.plan_count)}
+
+    server = ThriftServer(ForsunHandler(core, info), core_status, max_message_bytes=LIMIT)
+    assert server.inline and server.batched == {"create", "createTimeout"}
+    sockets = bind_sockets(0, "127.0.0.1")
+    server.add_sockets(sockets)
+    yield sockets[0].getsockname()[1], core
+    server.stop()
+    io_loop.run_sync(store.uninit)
+
+
+# One connection, pipelined: runs of creates (answered together) with failures inside them,
+# broken up by other calls. (request, result class, expected outcome: a key, an error code,
+# or "unknown method").
+MIXED = [
+    ("createTimeout", Forsun.createTimeout_args("a", 30, action="http", params={"url": "u"}),
+     "a"),
+    ("createTimeout", Forsun.createTimeout_args("never", 0), 1002),
+    ("create", Forsun.create_args("c", 0, 0, 0, action="nope"), 1006),
+    ("createTimeout", Forsun.createTimeout_args("a", 40, count=2), "a"),
+    ("create", Forsun.create_args("d", 0, 30, 4), "d"),
+    ("createTimeout", Forsun.createTimeout_args("k" * 1100, 5), 1007),
+    ("get", Forsun.get_args("a"), "a"),
+    ("get", Forsun.get_args("missing"), 1003),
+    ("nope", Forsun.ping_args(), "unknown method"),
+    ("createTimeout", Forsun.createTimeout_args("e", 10), "e"),
+    ("ping", Forsun.ping_args(), 0),
+    ("createTimeout", Forsun.createTimeout_args("f", 10), "f"),
+]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("framed", [False, True])
+async def test_pipelined_creates_with_failures_are_answered_in_order(core_server, framed):
+    port, core = core_server
+    stream = await connect(port)
+    await stream.write(b"".join(call_message(name, seqid, args, framed)
+                                for seqid, (name, args, _) in enumerate(MIXED)))
+    replies = await read_messages(stream, len(MIXED), framed)
+    outcomes = []
+    for seqid, (reply, (name, args, _)) in enumerate(zip(replies, MIXED)):
+        result_cls = getattr(Forsun, name + "_result", Forsun.ping_result)
+        got_name, got_seqid, body = decode_reply(reply, result_cls)
+        assert (got_name, got_seqid) == (name, seqid)
+        if isinstance(body, TApplicationException):
+            assert body.type == TApplicationException.UNKNOWN_METHOD
+            outcomes.append("unknown method")
+        elif getattr(body, "err", None) is not None:
+            outcomes.append(body.err.code)
+        elif name == "ping":
+            outcomes.append(body.success)
+        else:
+            outcomes.append(body.success.key)
+    assert outcomes == [expected for _, _, expected in MIXED]
+
+    a = decode_reply(replies[6], Forsun.get_result)[2].success  # the replaced plan
+    assert (a.second, a.count, a.is_time_out, a.action) == (40, 2, True, "shell")
+    created = decode_reply(replies[0], Forsun.createTimeout_result)[2].success
+    assert (created.params, created.action, created.count) == ({"url": "u"}, "http", 1)
+    assert sorted(await core.get_keys("")) == ["a", "d", "e", "f"]
+    assert (core.status.plan_count, core.status.create_timeouted_count,
+            core.status.created_count) == (4, 4, 1)
+    assert (core.status.requested_count, core.status.requested_error_count,
+            core.status.requesting_count) == (len(MIXED), 5, 0)
+    stream.close()
+
+
+@pytest.mark.gen_test
+async def test_pipelined_creates_answer_as_one_by_one(core_server):
+    """The same calls pipelined on one connection or sent one at a time: the same replies
+    (created_time and next_time aside), and the same plans stored."""
+    port, core = core_server
+    calls = [(name, args) for name, args, _ in MIXED if name in ("create", "createTimeout")]
+
+    def normalized(reply: bytes, name: str) -> Any:
+        body = decode_reply(reply, getattr(Forsun, name + "_result"))[2]
+        if body.success is not None:
+            body.success.key = body.success.key.split("-", 1)[1]
+            body.success.next_time = 0
+        return body
+
+    async def send(prefix: str, pipelined: bool) -> List[Any]:
+        stream = await connect(port)
+        messages = []
+        for seqid, (name, args) in enumerate(calls):
+            args = type(args)(**vars(args))
+            args.key = prefix + args.key
+            messages.append(call_message(name, seqid, args))
+        if pipelined:
+            await stream.write(b"".join(messages))
+            replies = await read_messages(stream, len(messages))
+        else:
+            replies = []
+            for message in messages:
+                await stream.write(message)
+                replies += await read_messages(stream, 1)
+        stream.close()
+        return [normalized(reply, name) for reply, (name, _) in zip(replies, calls)]
+
+    assert await send("pipelined-", True) == await send("single-", False)
+    keys = await core.get_keys("")
+    assert sorted(k.split("-", 1)[1] for k in keys if k.startswith("pipelined-")) == \
+        sorted(k.split("-", 1)[1] for k in keys if k.startswith("single-"))
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("core_settings", [{"MAX_PLANS": 2}])
+async def test_pipelined_creates_beyond_max_plans_fail_one_by_one(core_server):
+    """Each create of a run is refused or stored on its own, as if sent one at a time: a new
+    key beyond MAX_PLANS is refused (1004), a replaced one still works."""
+    port, core = core_server
+    keys = ["a", "b", "c", "a", "d", "b"]
+    stream = await connect(port)
+    await stream.write(b"".join(call_message("createTimeout", seqid,
+                                             Forsun.createTimeout_args(key, 10 + seqid))
+                                for seqid, key in enumerate(keys)))
+    replies = [decode_reply(reply, Forsun.createTimeout_result)[2]
+               for reply in await read_messages(stream, len(keys))]
+    assert [r.err.code if r.err else r.success.key for r in replies] == \
+        ["a", "b", 1004, "a", 1004, "b"]
+    assert sorted((p.key, p.second) for p in [await core.get_plan(k) for k in ("a", "b")]) == \
+        [("a", 13), ("b", 15)]
+    assert core.status.plan_count == 2
+    stream.close()
+
+
+@pytest.mark.gen_test
+async def test_a_store_failure_in_a_run_of_creates_fails_only_its_own_call(core_server):
+    port, core = core_server
+    put_plans = core.store.put_plans
+    failures = [OSError("disk full")]
+
+    async def flaky_put_plans(plans):
+        if failures:
+            raise failures.pop()
+        return await put_plans(plans)
+
+    core.store.put_plans = flaky_put_plans
+    stream = await connect(port)
+    await stream.write(b"".join(call_message("createTimeout", seqid,
+                                             Forsun.createTimeout_args(key, 10))
+                                for seqid, key in enumerate("xyz")))
+    replies = [decode_reply(reply, Forsun.createTimeout_result)[2]
+               for reply in await read_messages(stream, 3)]
+    assert replies[0].err.code == 1004 and "disk full" in replies[0].err.message
+    assert [r.success.key for r in replies[1:]] == ["y", "z"]
+    assert sorted(await core.get_keys("")) == ["y", "z"]
+    assert core.status.plan_count == 2
+    stream.close()

@@ -7,10 +7,11 @@ with the pure-Python protocol, where only EOFError means "incomplete"; the exact
 decoded with the C protocol. The server and the Tornado client share this module.
 """
 
+import operator
 import struct
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Type, Union
 
-from thrift.Thrift import TType
+from thrift.Thrift import TMessageType, TType
 from thrift.protocol.TBinaryProtocol import TBinaryProtocol, TBinaryProtocolAccelerated
 from thrift.protocol.TProtocol import TProtocolException
 from thrift.transport.TTransport import TMemoryBuffer, TTransportBase, TTransportException
@@ -55,6 +56,52 @@ class Method(NamedTuple):
     arg_names: Tuple[str, ...]
     returns: bool
     error_field: Optional[str]
+    # The server's fast path (see read_messages and encode_reply):
+    #: args struct -> the tuple of its fields in the IDL's order (one C call)
+    arguments: Callable[[Any], tuple] = tuple
+    #: an args_cls subclass that a decoder fills without running the generated __init__
+    decoded_cls: Optional[type] = None
+    #: the REPLY message header up to the seqid
+    reply_header: bytes = b""
+    #: [result_cls, (success field spec,)]: encode_binary of an object whose ``success``
+    #: is the returned value gives the whole result struct; None for a void method
+    reply_spec: Optional[list] = None
+
+
+class _FreshDefault:
+    """A class attribute standing for a mutable IDL default (``params = {}``): an instance
+    whose decoder did not set the field gets a new copy, never a shared one."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is None:
+            return self
+        return self.value.copy()
+
+
+def _decoded_class(args_cls: type) -> type:
+    """``args_cls`` with the IDL defaults as class attributes and no ``__init__``: creating
+    one costs no Python call, and the fields the decoder does not set (absent from the
+    message) read as their defaults, as with the generated ``__init__``."""
+    namespace: Dict[str, Any] = {"__init__": object.__init__, "__module__": __name__}
+    for spec in args_cls.thrift_spec:
+        if spec:
+            default = spec[4]
+            if isinstance(default, (dict, list, set)):
+                default = _FreshDefault(default)
+            namespace[spec[2]] = default
+    return type(args_cls.__name__, (args_cls,), namespace)
+
+
+def _argument_getter(names: Tuple[str, ...]) -> Callable[[Any], tuple]:
+    if not names:
+        return lambda args: ()
+    if len(names) == 1:
+        getter = operator.attrgetter(names[0])
+        return lambda args: (getter(args),)
+    return operator.attrgetter(*names)
 
 
 def _service_methods() -> Dict[str, Method]:
@@ -67,11 +114,18 @@ def _service_methods() -> Dict[str, Method]:
         result_fields = [spec for spec in result_cls.thrift_spec if spec]
         error_field = next((spec[2] for spec in result_fields
                             if spec[0] > 0 and spec[3][0] is ttypes.ForsunPlanError), None)
+        success = next((spec for spec in result_fields if spec[0] == 0), None)
+        arg_names = tuple(spec[2] for spec in args_cls.thrift_spec if spec)
+        encoded = name.encode("utf-8")
         methods[name] = Method(
             args_cls, result_cls,
-            arg_names=tuple(spec[2] for spec in args_cls.thrift_spec if spec),
-            returns=any(spec[0] == 0 for spec in result_fields),
-            error_field=error_field)
+            arg_names=arg_names,
+            returns=success is not None,
+            error_field=error_field,
+            arguments=_argument_getter(arg_names),
+            decoded_cls=_decoded_class(args_cls),
+            reply_header=_I32_U32.pack(_VERSION_1 | TMessageType.REPLY, len(encoded)) + encoded,
+            reply_spec=None if success is None else [result_cls, (success,)])
     return methods
 
 
@@ -131,6 +185,97 @@ def read_message_at(data: bytes, pos: int, transport: TMemoryBuffer,
     else:
         protocol.skip(TType.STRUCT)
     return name, version & 0xff, seqid, method, args
+
+
+# name as it appears on the wire -> (name, method, its decoded_cls, decode_binary's spec).
+_WIRE_NAMES = {name.encode("utf-8"): (name, method, method.decoded_cls,
+                                      [method.args_cls, method.args_cls.thrift_spec])
+               for name, method in METHODS.items()}
+
+
+class _DecodeInput:
+    """What ``fastbinary.decode_binary`` reads through, as the protocol and transport it is
+    usually given, but with plain attributes: TMemoryBuffer's ``cstringio_buf`` is a
+    property, a Python call per decode."""
+
+    __slots__ = ("trans", "string_length_limit", "container_length_limit", "cstringio_buf")
+
+    def __init__(self, buffer: Any, protocol: TBinaryProtocol):
+        self.trans = self
+        self.string_length_limit = protocol.string_length_limit
+        self.container_length_limit = protocol.container_length_limit
+        self.cstringio_buf = buffer
+
+    @staticmethod
+    def cstringio_refill(partialread: bytes, reqlen: int) -> Any:
+        raise EOFError()  # the whole input is in the buffer: it ends here
+
+
+def read_messages(data: bytes, transport: TMemoryBuffer, protocol: TBinaryProtocol,
+                  calls: Any) -> int:
+    """Decodes every whole strict message ``data`` starts with into ``calls`` (appending
+    ``(name, type, seqid, method or None, args or None)`` tuples), like
+    :func:`read_message_at` in a loop; returns the bytes consumed. It stops at the first
+    message that does not decode (incomplete or invalid: the caller's
+    :class:`MessageScanner` decides). ``transport`` is a TMemoryBuffer over ``data`` and
+    ``protocol`` a C protocol reading it."""
+    position = transport._buffer  # the BytesIO the C decoder reads from
+    source = _DecodeInput(position, protocol)
+    seek, tell, append = position.seek, position.tell, calls.append
+    decode = fastbinary.decode_binary
+    header = _I32_U32.unpack_from
+    names = _WIRE_NAMES
+    end = len(data)
+    limit = protocol.string_length_limit
+    consumed = 0
+    while consumed + 12 <= end:
+        version, size = header(data, consumed)
+        start = consumed + 8 + size
+        if version & _VERSION_MASK != _VERSION_1 or size > limit or start + 4 > end:
+            break
+        known = names.get(data[consumed + 8:start])
+        if known is None:  # an unknown method (or a name not in UTF-8): the slow way
+            try:
+                call = read_message_at(data, consumed, transport, protocol)
+            except Exception:
+                break
+        else:
+            name, method, decoded_cls, spec = known
+            seqid, = _I32.unpack_from(data, start)
+            seek(start + 4)
+            args = decoded_cls()
+            try:
+                decode(args, source, spec)
+            except Exception:
+                break
+            call = (name, version & 0xff, seqid, method, args)
+        consumed = tell()
+        append(call)
+    return consumed
+
+
+class _Reply:
+    """Holds a returned value for :func:`encode_reply` (the one result field it encodes)."""
+
+    __slots__ = ("success",)
+
+    def __init__(self, success: Any):
+        self.success = success
+
+
+def encode_reply(name: str, method: Method, seqid: int, value: Any) -> bytes:
+    """The REPLY message of a successful call: what :func:`encode_message` writes for
+    ``method.result_cls(success=value)``, without building one. A returned struct may be
+    any object with the struct's attributes (the handler returns plans as they are)."""
+    spec = method.reply_spec
+    if fastbinary is None:  # pragma: no cover - the PyPI wheel has it
+        result = method.result_cls()
+        if spec is not None:
+            result.success = value
+        return encode_message(name, TMessageType.REPLY, seqid, result)
+    if spec is None:  # a void method: an empty result struct
+        return method.reply_header + _I32.pack(seqid) + b"\x00"
+    return method.reply_header + _I32.pack(seqid) + fastbinary.encode_binary(_Reply(value), spec)
 
 
 class _BufferReader(TTransportBase):
