@@ -8,8 +8,10 @@ Times are Unix seconds (UTC). Fixed-time plans are matched in a timezone (defaul
 :mod:`forsun.crontime`; delay plans repeat every :meth:`Plan.interval` seconds.
 """
 
+import json
 import uuid
 from datetime import tzinfo
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Dict, Mapping, Optional
 
 import msgpack
@@ -30,6 +32,13 @@ FIELDS = ("key",) + _PACKED_FIELDS
 I16_MIN, I16_MAX = -(1 << 15), (1 << 15) - 1
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 
+
+# Plan.to_json: the text json.dumps writes for to_dict(), numbers and strings filled in.
+_PLAN_JSON = ('{"key": %s, "is_time_out": %s, "second": %r, "minute": %r, "hour": %r, '
+              '"day": %r, "month": %r, "week": %r, "status": %r, "count": %r, '
+              '"current_count": %r, "next_time": %r, "last_timeout": %r, '
+              '"created_time": %r, "action": %s, "params": %s}')
+_json_str = encode_basestring_ascii  # a str as a JSON string, as json.dumps writes it
 
 # surrogateescape: 0.1.x files may hold strings that are not UTF-8; they round-trip as is.
 _packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
@@ -118,11 +127,15 @@ class Plan:
         if len(key) > 256 and len(key.encode("utf-8", "surrogatepass")) > 1024:
             raise InvalidArgumentError("key is longer than 1024 bytes")
         fields = (second, minute, hour, day, month, week)
-        for value in fields:  # fast path: plain ints in range; anything else is checked
-            if value.__class__ is not int or not I16_MIN <= value <= I16_MAX:
-                fields = tuple(_check_int(name, value, I16_MIN, I16_MAX)
-                               for name, value in zip(TIME_FIELDS, fields))
-                break
+        # fast path, one expression (bulk bodies build thousands): plain ints in range;
+        # anything else is checked field by field
+        if not (second.__class__ is int and minute.__class__ is int and hour.__class__ is int
+                and day.__class__ is int and month.__class__ is int and week.__class__ is int
+                and I16_MIN <= second <= I16_MAX and I16_MIN <= minute <= I16_MAX
+                and I16_MIN <= hour <= I16_MAX and I16_MIN <= day <= I16_MAX
+                and I16_MIN <= month <= I16_MAX and I16_MIN <= week <= I16_MAX):
+            fields = tuple(_check_int(name, value, I16_MIN, I16_MAX)
+                           for name, value in zip(TIME_FIELDS, fields))
         if count.__class__ is not int or not 0 <= count <= I16_MAX:
             count = _check_int("count", count, 0, I16_MAX)
         if action.__class__ is not str or not action:
@@ -165,8 +178,40 @@ class Plan:
         return cls(key, *msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape"))
 
     def to_dict(self) -> Dict[str, Any]:
-        """The field map used on the wire (HTTP), in dump files and in Redis."""
-        return {name: getattr(self, name) for name in FIELDS}
+        """The field map used on the wire (HTTP), in dump files and in Redis, keys in
+        :data:`FIELDS` order. Spelled out: every HTTP create answers one (bulk bodies
+        thousands), and this is three times faster than a comprehension over FIELDS."""
+        return {"key": self.key, "is_time_out": self.is_time_out, "second": self.second,
+                "minute": self.minute, "hour": self.hour, "day": self.day,
+                "month": self.month, "week": self.week, "status": self.status,
+                "count": self.count, "current_count": self.current_count,
+                "next_time": self.next_time, "last_timeout": self.last_timeout,
+                "created_time": self.created_time, "action": self.action,
+                "params": self.params}
+
+    def to_json(self) -> str:
+        """``json.dumps(self.to_dict())``, the same text, twice as fast: HTTP creates answer
+        with it (a bulk body answers thousands). Any field of an unexpected type (only a
+        plan built by hand could hold one) takes the ``json.dumps`` way."""
+        created_time = self.created_time
+        numbers = (self.second, self.minute, self.hour, self.day, self.month, self.week,
+                   self.status, self.count, self.current_count, self.next_time,
+                   self.last_timeout)
+        for number in numbers:
+            if number.__class__ is not int:
+                return json.dumps(self.to_dict())
+        # a finite float (json writes NaN where repr writes nan) and plain strings
+        if created_time.__class__ is not float or created_time - created_time != 0.0 \
+                or self.key.__class__ is not str or self.action.__class__ is not str \
+                or self.params.__class__ is not dict or self.is_time_out.__class__ is not bool:
+            return json.dumps(self.to_dict())
+        try:
+            params = "{" + ", ".join([_json_str(name) + ": " + _json_str(value)
+                                      for name, value in self.params.items()]) + "}"
+        except TypeError:  # a name or value that is not a string
+            return json.dumps(self.to_dict())
+        return _PLAN_JSON % ((_json_str(self.key), "true" if self.is_time_out else "false")
+                             + numbers + (created_time, _json_str(self.action), params))
 
     def dumps(self) -> bytes:
         """msgpack map with the field names, as forsun 0.1.x wrote plans."""
@@ -234,8 +279,17 @@ MAX_PARAMS_BYTES = _MAX_PARAMS_SETTING.default  # the setting's default; see max
 def _check_params(params: Any) -> Dict[str, str]:
     if params is None:
         return {}
-    if not isinstance(params, Mapping):
+    if params.__class__ is not dict and not isinstance(params, Mapping):
         raise InvalidArgumentError("params must be an object of strings")
+    if params.__class__ is dict:  # fast path: a dict of plain strings, checked in one pass
+        size = 0
+        for name, value in params.items():
+            if name.__class__ is not str or value.__class__ is not str:
+                break
+            size += len(name) + len(value)
+        else:
+            _check_params_size(size)
+            return params.copy()
     checked = {}
     size = 0
     for name, value in params.items():
@@ -244,8 +298,12 @@ def _check_params(params: Any) -> Dict[str, str]:
                                        % (name, type(value).__name__))
         size += len(name) + len(value)
         checked[name] = value
+    _check_params_size(size)
+    return checked
+
+
+def _check_params_size(size: int) -> None:
     limit = max_params_bytes()  # the MAX_PARAMS_BYTES setting (forsun/limits.py)
     if size > limit:
         raise InvalidArgumentError("params are %d bytes, more than the %d allowed "
                                    "(MAX_PARAMS_BYTES)" % (size, limit))
-    return checked

@@ -7,9 +7,9 @@ after ``set``; whatever the plan's key and params hold, the pasted line must rec
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from forsun.crontab import (format_params, format_set_args, format_time_fields, parse_params,
-                            parse_set_args, parse_time_field, quote_token, split_commands,
-                            split_tokens)
+from forsun.crontab import (SET_ARG_NAMES, format_params, format_set_args, format_time_fields,
+                            parse_params, parse_set_args, parse_set_line, parse_time_field,
+                            quote_token, split_commands, split_tokens)
 from forsun.error import InvalidArgumentError
 from forsun.plan import Plan
 
@@ -243,3 +243,34 @@ def test_quote_token():
     assert quote_token("job:1") == "job:1"
     assert split_tokens(quote_token("a 'b' \\ ;")) == ["a 'b' \\ ;"]
     assert split_tokens(quote_token("")) == [""]
+
+
+@pytest.mark.parametrize("line", [
+    "k */5/3 */2 * * * * shell ls",
+    "k 0 32 16 * * * http http://127.0.0.1:8080/hook",
+    "k 0 32 16 * * * redis 'command=SET a 1;host=h'",
+    "k */30 * * * * * sh",
+    "k\t*/1\u3000*  * * * * bash echo\\x",  # no quote: a backslash is a plain character
+])
+def test_parse_set_line_gives_plan_build_arguments_in_order(line):
+    """Bulk bodies build plans from the positional form; it must say what the dict says."""
+    args = parse_set_line(line)
+    assert dict(zip(SET_ARG_NAMES, args)) == parse_set_args(line)
+    plan = Plan.build(*args, now=1700000000)
+    assert plan == Plan.build(**parse_set_args(line), now=1700000000, created_time=1700000000)
+
+
+@pytest.mark.parametrize("line, words", [
+    ("k */5/3 */2/4 * * * * shell ls", "different counts"),
+    ("k */5 * *", "expected KEY"),
+    ("k 60 * * * * * shell ls", None),  # parsed; Plan.build refuses the range
+    ("k */x * * * * * shell ls", "is not *"),
+])
+def test_parse_set_line_refuses_as_parse_set_args_does(line, words):
+    if words is None:
+        assert parse_set_line(line)[2] == 60
+        return
+    with pytest.raises(InvalidArgumentError, match=words):
+        parse_set_line(line)
+    with pytest.raises(InvalidArgumentError, match=words):
+        parse_set_args(line)

@@ -1,14 +1,19 @@
 """The HTTP API of SPEC section 3 against a real forsund: every route, fires, and Thrift."""
 
 import http.client
+import json
+import re
+import socket
 import time
+from typing import Any, Dict, List, Tuple
 from urllib.parse import quote
 
 import pytest
 
 from forsun.plan import FIELDS
+from forsun.servers.http.creates import BULK_CHUNK
 from forsun.thriftapi.ttypes import ForsunPlanError
-from test_http_helpers import Api, running_daemon
+from test_http_helpers import Api, check_envelope, running_daemon
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +209,163 @@ def test_the_server_answers_many_requests_on_one_connection(daemon):
         response = connection.getresponse()
         assert response.status == 200 and b'"errcode": 1003' in response.read()
     connection.close()
+
+
+# -- bulk crontab bodies (handled in chunks of BULK_CHUNK lines) ---------------------------
+
+def bulk_body(prefix: str, count: int) -> str:
+    return "".join("%s%05d */%d * * * * * http http://127.0.0.1:9/hook/%d\n"
+                   % (prefix, n, 60 + n, n) for n in range(count))
+
+
+def test_a_bulk_crontab_body_creates_every_line_in_order(api):
+    count = 3 * BULK_CHUNK + 7
+    status, headers, raw = api.raw("PUT", "/v1/plan", bulk_body("bulk:", count),
+                                   {"Content-Type": "application/crontab"})
+    answer = check_envelope(status, raw)
+    assert answer["errcode"] == 0
+    plans = answer["data"]
+    assert [plan["key"] for plan in plans] == ["bulk:%05d" % n for n in range(count)]
+    assert all(plan["second"] == 60 + n and plan["is_time_out"] and plan["count"] == 1
+               and plan["params"] == {"url": "http://127.0.0.1:9/hook/%d" % n}
+               for n, plan in enumerate(plans))
+    assert raw == json.dumps(answer).encode()  # the encoding json.dumps would write
+    assert len(api.ok("GET", "/v1/keys?prefix=bulk:")) == count
+    assert api.ok("GET", "/v1/plan?key=bulk:%05d" % (count - 1)) == plans[-1]
+
+
+def test_a_bad_line_late_in_a_bulk_body_creates_nothing(api):
+    count = 2 * BULK_CHUNK + 10
+    body = bulk_body("late:", count) + "late:bad */5 * * * * * nope a=1\n"
+    answer = api.crontab("POST", body)
+    assert answer["errcode"] == 1006
+    assert answer["errmsg"].startswith("line %d: unknown action 'nope'" % (count + 1))
+    assert api.ok("GET", "/v1/keys?prefix=late:") == []
+
+
+# -- pipelined and keep-alive creates (the fast path) --------------------------------------
+
+def put_request(key: str, extra_headers: str = "") -> bytes:
+    body = json.dumps({"key": key, "seconds": 600, "params": {"cmd": "true"}}).encode()
+    return b"PUT /v1/plan HTTP/1.1\r\nHost: forsun\r\nContent-Type: application/json\r\n" \
+           b"Content-Length: %d\r\n%s\r\n%s" % (len(body), extra_headers.encode(), body)
+
+
+def read_answers(sock: socket.socket, count: int) -> List[Tuple[bytes, Dict[str, Any]]]:
+    """``count`` answers of a keep-alive connection: (head, decoded envelope) each."""
+    sock.settimeout(10)
+    answers, data = [], b""
+    while len(answers) < count:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            head = data[:end]
+            length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+            if len(data) >= end + 4 + length:
+                answers.append((head, json.loads(data[end + 4:end + 4 + length])))
+                data = data[end + 4 + length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection after %d answers" % len(answers)
+        data += chunk
+    return answers
+
+
+def test_pipelined_creates_are_answered_in_order_with_tornados_headers(daemon, api):
+    keys = ["pipe:%02d" % n for n in range(40)]
+    with socket.create_connection(("127.0.0.1", daemon.http_port)) as sock:
+        sock.sendall(b"".join(put_request(key) for key in keys))
+        answers = read_answers(sock, len(keys))
+    assert [envelope["data"]["key"] for _, envelope in answers] == keys
+    status, headers, _ = api.raw("GET", "/v1/ping")  # served by tornado
+    for head, envelope in answers:
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK" and envelope["errcode"] == 0
+        names = [line.split(b":")[0].decode() for line in lines[1:]]
+        assert names == ["Server", "Content-Type", "Date", "Content-Length"]
+        assert b"Server: " + headers["Server"].encode() in lines
+        assert b"Content-Type: " + headers["Content-Type"].encode() in lines
+
+
+def test_a_connection_switches_to_tornado_at_another_request_and_goes_on(daemon, api):
+    with socket.create_connection(("127.0.0.1", daemon.http_port)) as sock:
+        sock.sendall(put_request("switch:a") + put_request("switch:b", "Expect: nothing\r\n")
+                     + b"GET /v1/plan?key=switch:a HTTP/1.1\r\nHost: forsun\r\n\r\n"
+                     + put_request("switch:c") + b"PUT /v1/plan HTTP/1.1\r\nHost: forsun\r\n"
+                     + b'Content-Length: 9\r\n\r\n{"key": 5')
+        answers = read_answers(sock, 5)
+    envelopes = [envelope for _, envelope in answers]
+    assert [e["data"]["key"] for e in envelopes[:4]] == ["switch:a", "switch:b",
+                                                         "switch:a", "switch:c"]
+    assert envelopes[4]["errcode"] == 1007 and envelopes[4]["data"] == {}
+    assert api.ok("GET", "/v1/plan?key=switch:c")["key"] == "switch:c"
+
+
+def test_a_create_without_host_is_refused_as_tornado_refuses_it(daemon):
+    """HTTP/1.1 requires Host: tornado answers a bare 400 and closes, on every path."""
+    body = b'{"key": "nohost", "seconds": 60}'
+    with socket.create_connection(("127.0.0.1", daemon.http_port)) as sock:
+        sock.sendall(b"PUT /v1/plan HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        sock.settimeout(10)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+def test_errors_on_the_fast_path_are_answered_and_counted(daemon, api):
+    before = api.ok("GET", "/v1/info")
+    body = b'{"key": "fast:bad", "seconds": "soon"}'
+    with socket.create_connection(("127.0.0.1", daemon.http_port)) as sock:
+        sock.sendall(b"POST /v1/plan HTTP/1.1\r\nHost: forsun\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body) + put_request("fast:good"))
+        (_, bad), (_, good) = read_answers(sock, 2)
+    assert bad == {"errcode": 1007, "errmsg": "second must be an integer, got 'soon'",
+                   "data": {}}
+    assert good["errcode"] == 0
+    after = api.ok("GET", "/v1/info")
+    assert int(after["http_requested_count"]) == int(before["http_requested_count"]) + 3
+    assert int(after["http_requested_error_count"]) == \
+        int(before["http_requested_error_count"]) + 1
+    assert "errcode 1007" in daemon.log
+
+
+def test_a_request_that_arrives_in_pieces(daemon):
+    request = put_request("pieces:one")
+    with socket.create_connection(("127.0.0.1", daemon.http_port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in range(0, len(request), 25):
+            sock.sendall(request[start:start + 25])
+            time.sleep(0.01)  # nothing to wait for: the server answers only the whole request
+        (_, envelope), = read_answers(sock, 1)
+    assert envelope["errcode"] == 0 and envelope["data"]["key"] == "pieces:one"
+
+
+def test_creates_with_an_auth_token(forsund_factory):
+    """With AUTH_TOKEN, a create carrying the token is served; without it, refused (401)."""
+    daemon = forsund_factory(http=True, env={"AUTH_TOKEN": "s3cret"})
+    assert daemon.wait_log("ready")
+    granted = put_request("auth:ok", "Authorization: Bearer s3cret\r\n")
+    with socket.create_connection(("127.0.0.1", daemon.http_port)) as sock:
+        sock.sendall(granted + granted.replace(b"auth:ok", b"auth:no").replace(b"s3cret",
+                                                                              b"wrong!"))
+        (_, created), (head, refused) = read_answers(sock, 2)
+    assert created["errcode"] == 0 and created["data"]["key"] == "auth:ok"
+    assert head.startswith(b"HTTP/1.1 401 ") and refused["errcode"] == 1007
+    api = Api(daemon.http_port)
+    assert api.ok("GET", "/v1/keys", headers={"Authorization": "Bearer s3cret"}) == ["auth:ok"]
+
+
+def test_max_plans_stops_a_bulk_body_at_the_line_past_the_limit(forsund_factory):
+    limit = BULK_CHUNK + 2
+    daemon = forsund_factory(http=True, env={"MAX_PLANS": str(limit)})
+    api = Api(daemon.http_port)
+    answer = api.crontab("PUT", bulk_body("full:", BULK_CHUNK + 5))
+    assert answer["errcode"] == 1004
+    assert answer["errmsg"].startswith("line %d: " % (limit + 1))
+    assert answer["errmsg"].endswith("(the %d plan(s) of the lines before it were created)"
+                                     % limit)
+    assert len(api.ok("GET", "/v1/keys?prefix=full:")) == limit

@@ -1,6 +1,7 @@
 """Tests of forsun.plan.Plan: validation, times (SPEC section 1) and encodings."""
 
 import calendar
+import json
 import time
 
 import msgpack
@@ -224,3 +225,33 @@ def test_old_blob_with_non_utf8_bytes_can_be_packed_again():
 def test_nil_time_fields_in_an_old_blob_read_as_every():
     plan = Plan.from_dict({b"key": b"n", b"second": None, b"minute": None})
     assert (plan.second, plan.minute) == (-1, -1)
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"key": "quote\" back\\ nl\n é \u2603 \U0001f600", "action": "http",
+     "params": {"url": "http://h/?a=1&b=\"2\"", "header_X": "\u00e9"}},
+    {"key": "surrogate \udcff from a 0.1.x file", "params": {"\udc80": "\ud800"}},
+    {"created_time": 1700000000.123456, "next_time": 2 ** 31 - 1, "current_count": 32767},
+    {"params": {}},
+])
+def test_to_json_writes_what_json_dumps_writes(fields):
+    plan = full_plan()
+    for name, value in fields.items():
+        setattr(plan, name, value)
+    assert plan.to_json() == json.dumps(plan.to_dict())
+
+
+@pytest.mark.parametrize("name, value", [
+    ("second", True), ("minute", 5.0), ("created_time", float("nan")),
+    ("created_time", float("inf")), ("created_time", 7), ("params", {"n": 1}),
+    ("params", {1: "one"}), ("is_time_out", 1),
+])
+def test_to_json_of_a_plan_with_odd_field_types_is_still_json_dumps(name, value):
+    plan = full_plan()
+    setattr(plan, name, value)
+    assert plan.to_json() == json.dumps(plan.to_dict())
+
+
+def test_to_dict_lists_the_fields_in_order():
+    assert list(full_plan().to_dict()) == list(FIELDS)

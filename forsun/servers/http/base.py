@@ -31,6 +31,29 @@ log = logging.getLogger("forsun")
 MAX_ERRMSG_CHARS = 500
 
 ROUTE_METHODS = ("GET", "PUT", "POST", "DELETE")
+CONTENT_TYPE = "application/json; charset=UTF-8"
+
+
+def success_envelope(data_json: str) -> str:
+    """The envelope of a success whose data is already JSON; the same text as
+    ``json.dumps({"errcode": 0, "errmsg": "", "data": data})``.
+
+    Envelopes are ASCII JSON (json.dumps' default): text read from 0.1.x dump files may hold
+    lone surrogates, which ``\\u`` escapes carry but UTF-8 cannot."""
+    return '{"errcode": 0, "errmsg": "", "data": ' + data_json + "}"
+
+
+def error_envelope(error: ForsunError) -> str:
+    """The envelope of a failure, its errmsg cut at :data:`MAX_ERRMSG_CHARS`."""
+    message = error.message
+    if len(message) > MAX_ERRMSG_CHARS:
+        message = message[:MAX_ERRMSG_CHARS] + "..."
+    return json.dumps({"errcode": error.code, "errmsg": message, "data": {}})
+
+
+def unexpected_error(error: Any) -> ForsunError:
+    """What a failure that is no ForsunError is answered with (1001)."""
+    return UnknownError("internal error: %s" % error)
 
 
 @stream_request_body
@@ -91,20 +114,20 @@ class BaseHandler(RequestHandler):
     # -- answers -------------------------------------------------------------------------
 
     def answer(self, data: Any) -> None:
-        self._write_envelope(0, "", data)
+        self.answer_encoded(json.dumps(data))
+
+    def answer_encoded(self, data_json: str) -> None:
+        """:meth:`answer` for data already encoded as JSON (bulk answers are encoded a
+        chunk at a time)."""
+        self._finish_envelope(0, success_envelope(data_json))
 
     def answer_error(self, error: ForsunError) -> None:
-        message = error.message
-        if len(message) > MAX_ERRMSG_CHARS:
-            message = message[:MAX_ERRMSG_CHARS] + "..."
-        self._write_envelope(error.code, message, {})
+        self._finish_envelope(error.code, error_envelope(error))
 
-    def _write_envelope(self, errcode: int, errmsg: str, data: Any) -> None:
-        """ASCII JSON: text read from 0.1.x dump files may hold lone surrogates, which
-        ``\\u`` escapes carry but UTF-8 cannot."""
+    def _finish_envelope(self, errcode: int, envelope: str) -> None:
         self.errcode = errcode
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"errcode": errcode, "errmsg": errmsg, "data": data}))
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(envelope.encode("ascii"))
 
     def compute_etag(self) -> None:
         """No ETag: tornado would answer a matching If-None-Match with a bodiless 304."""
@@ -122,7 +145,7 @@ class BaseHandler(RequestHandler):
             self.answer_error(InvalidArgumentError(error.log_message % error.args
                                                    if error.log_message else error.reason))
         else:
-            self.answer_error(UnknownError("internal error: %s" % (error or status_code)))
+            self.answer_error(unexpected_error(error or status_code))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Errors a client caused are answered, not logged as server failures."""
@@ -178,15 +201,19 @@ class NotFoundHandler(BaseHandler):
 
 
 def log_request(handler: RequestHandler) -> None:
-    """Access log: answered errors at INFO (with their code), the rest at DEBUG."""
-    errcode = getattr(handler, "errcode", 0)
+    """Access log of tornado's requests (see :func:`log_answer`)."""
     request = handler.request
+    log_answer(request.method, request.uri, getattr(handler, "errcode", 0),
+               request.request_time())
+
+
+def log_answer(method: Optional[str], uri: Optional[str], errcode: int,
+               seconds: float) -> None:
+    """Access log: answered errors at INFO (with their code), the rest at DEBUG."""
     if errcode:
-        log.info("http %s %s errcode %d %.1fms", request.method, request.uri, errcode,
-                 1000 * request.request_time())
+        log.info("http %s %s errcode %d %.1fms", method, uri, errcode, 1000 * seconds)
     elif log.isEnabledFor(logging.DEBUG):
-        log.debug("http %s %s %.1fms", request.method, request.uri,
-                  1000 * request.request_time())
+        log.debug("http %s %s %.1fms", method, uri, 1000 * seconds)
 
 
 def _content_length(value: Optional[str]) -> Optional[int]:

@@ -31,7 +31,6 @@ INTEGER_FIELDS = ("seconds", "minute", "hour", "day", "month", "week", "count")
 # A decimal string we convert; anything else goes to Plan.build as it is and is refused
 # there with the field's name. The length cap keeps int() cheap; longer is out of range.
 _DECIMAL = re.compile(r"[+-]?[0-9]{1,12}")
-_LINE_BREAK = re.compile(r"\r?\n")
 
 PlanArgs = Dict[str, Any]
 
@@ -87,13 +86,23 @@ def crontab_plan_args(body: bytes) -> List[Tuple[int, PlanArgs]]:
     One plan a line in the ``set`` syntax without the word ``set``; blank lines and lines
     starting with ``#`` are skipped, and numbers count every line so they match an editor's.
     """
-    lines = []
-    for number, line in enumerate(_LINE_BREAK.split(decode_text(body)), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    entries = []
+    for number, line in crontab_lines(body):
         with line_context(number):
-            lines.append((number, parse_set_args(line)))
+            entries.append((number, parse_set_args(line)))
+    return entries
+
+
+def crontab_lines(body: bytes) -> List[Tuple[int, str]]:
+    """(line number, text) of every plan line of a crontab body, not parsed yet, so a
+    body of thousands of lines can be parsed a chunk at a time between turns of the IOLoop.
+    Refuses a body without a plan line."""
+    lines = []
+    # split("\n") then strip() is the \r?\n split: strip() also drops the \r
+    for number, line in enumerate(decode_text(body).split("\n"), 1):
+        line = line.strip()
+        if line and line[0] != "#":
+            lines.append((number, line))
     if not lines:
         raise InvalidArgumentError("the body holds no plan line; send one plan a line as "
                                    "KEY SECOND MINUTE HOUR DAY MONTH WEEK ACTION PARAMS")

@@ -5,17 +5,13 @@ created, read and removed by the core. A plan travels as ``Plan.to_dict()``.
 """
 
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ...error import ForsunError, InvalidArgumentError, StorePlanError
+from ...error import ForsunError, InvalidArgumentError
 from ...metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, render as render_metrics
-from ...plan import Plan
 from .base import BaseHandler
-from .bodies import (PlanArgs, crontab_plan_args, json_plan_args, line_context, query_text,
-                     query_timestamp)
+from .bodies import query_text, query_timestamp
+from .creates import create_from_body
 from .openapi import document
-
-CRONTAB_TYPE = "application/crontab"
 
 
 class PingHandler(BaseHandler):
@@ -46,37 +42,11 @@ class PlanHandler(BaseHandler):
         return key
 
     async def _create(self, is_time_out: bool) -> None:
-        """Creates the plan(s) of the body: all are validated before the first is stored.
-
-        A JSON body is one plan, delay or fixed-time by the method. A crontab body is one
-        plan a line, each a delay or fixed-time plan by its own syntax (``*/N`` fields), as
-        in forsun 0.1.x; the answer is the plan, or the list of plans for several lines.
-        """
-        content_type = self.request.headers.get("Content-Type", "")
-        entries: Sequence[Tuple[Optional[int], PlanArgs]]  # (line number, Plan.build args)
-        if content_type.split(";")[0].strip().lower() == CRONTAB_TYPE:
-            entries = crontab_plan_args(bytes(self.body))
-        else:
-            entries = [(None, dict(json_plan_args(bytes(self.body)), is_time_out=is_time_out))]
-        now = time.time()
-        plans = [(number, self._build(number, args, now)) for number, args in entries]
-        created: List[Dict[str, Any]] = []
-        for number, plan in plans:
-            try:
-                with line_context(number):
-                    created.append((await self.forsun.create_plan(plan)).to_dict())
-            except StorePlanError as e:
-                if created:
-                    e.message += " (the %d plan(s) of the lines before it were created)" \
-                                 % len(created)
-                raise
-        self.answer(created[0] if len(created) == 1 else created)
-
-    def _build(self, number: Optional[int], args: PlanArgs, now: float) -> Plan:
-        with line_context(number):
-            plan = Plan.build(**args, now=int(now), tz=self.forsun.tz, created_time=now)
-            self.forsun.check_plan(plan)  # every line passes before the first is stored
-        return plan
+        """Creates the plan(s) of the body (see :func:`creates.create_from_body`): all are
+        validated before the first is stored."""
+        data = await create_from_body(self.forsun, self.request.headers.get("Content-Type", ""),
+                                      bytes(self.body), is_time_out)
+        self.answer_encoded(data)
 
 
 class TimeHandler(BaseHandler):

@@ -4,6 +4,7 @@ It runs on forsund's IOLoop over the same core as the Thrift server, so both see
 plans at once.
 """
 
+import socket
 import sys
 from typing import Any, Optional
 
@@ -14,6 +15,7 @@ from ... import config
 from ...status import ForsunStatus
 from ..access import ConnectionGate
 from .base import NotFoundHandler, log_request
+from .fastpath import FastPath, PrefixedIOStream
 from .handlers import ROUTES
 
 MAX_BODY_BYTES = config.define(
@@ -41,27 +43,49 @@ def _get(settings: Any, setting: config.Setting) -> Any:
 
 class CountingHTTPServer(HTTPServer):
     """Keeps http_connecting_count (open now) and http_connected_count (ever accepted), and
-    closes at accept the connections its ``gate`` refuses (ALLOW_IPS, HTTP_MAX_CONNECTIONS)."""
+    closes at accept the connections its ``gate`` refuses (ALLOW_IPS, HTTP_MAX_CONNECTIONS).
+
+    With a ``fast_path`` (built from the service by :meth:`use_fast_path`), accepted
+    connections start there and come to tornado at their first request it does not serve.
+    """
 
     def initialize(self, *args: Any, status: ForsunStatus,
                    gate: Optional[ConnectionGate] = None, **kwargs: Any) -> None:
         self.status = status
         self.gate = gate
         self.open_connections = 0
+        self.fast_path: Optional[FastPath] = None
         super().initialize(*args, **kwargs)
 
-    def handle_stream(self, stream: Any, address: Any) -> None:
+    def use_fast_path(self, service: Any, max_body_bytes: int, idle_timeout: float,
+                      body_timeout: Optional[float]) -> None:
+        self.fast_path = FastPath(service, max_body_bytes, idle_timeout, body_timeout,
+                                  self._take_over, self._connection_closed)
+
+    def handle_stream(self, stream: Any, address: Any) -> Any:
         if self.gate is not None and not self.gate.admit(address, self.open_connections):
             stream.close()
-            return
+            return None
         self.open_connections += 1
         self.status.http_connecting_count += 1
         self.status.http_connected_count += 1
+        if self.fast_path is not None:
+            return self.fast_path.serve(stream, address)
+        return super().handle_stream(stream, address)
+
+    def _take_over(self, sock: socket.socket, address: Any, prefix: bytes) -> None:
+        """Serves with tornado a connection the fast path hands over, ``prefix`` being
+        the bytes it read and did not serve."""
+        stream = PrefixedIOStream(sock, prefix, max_buffer_size=self.max_buffer_size,
+                                  read_chunk_size=self.read_chunk_size)
         super().handle_stream(stream, address)
 
-    def on_close(self, server_conn: Any) -> None:
+    def _connection_closed(self) -> None:
         self.open_connections -= 1
         self.status.http_connecting_count -= 1
+
+    def on_close(self, server_conn: Any) -> None:
+        self._connection_closed()
         super().on_close(server_conn)
 
 
@@ -83,6 +107,8 @@ def make_http_server(service: Any) -> HTTPServer:
                           int(_get(settings, MAX_CONNECTIONS)))
     idle = float(_get(settings, IDLE_TIMEOUT)) or NEVER  # tornado reads 0/None as 3600
     body = float(_get(settings, BODY_TIMEOUT)) or None
-    return CountingHTTPServer(application, status=service.status, gate=gate,
-                              max_body_size=sys.maxsize, idle_connection_timeout=idle,
-                              body_timeout=body)
+    server = CountingHTTPServer(application, status=service.status, gate=gate,
+                                max_body_size=sys.maxsize, idle_connection_timeout=idle,
+                                body_timeout=body)
+    server.use_fast_path(service, limit, idle, body)
+    return server
