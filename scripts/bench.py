@@ -121,12 +121,12 @@ _samples = []
 
 class ProbeAction(Action):
     async def execute(self, *args, **kwargs):
-        _samples.append("%d %.6f\\n" % (self.ts, time.time()))
+        _samples.append((self.ts, time.time()))
 
 
 def _flush():
     if _samples:
-        data = "".join(_samples)
+        data = "".join("%d %.6f\\n" % sample for sample in _samples)
         del _samples[:]
         with open(os.environ["FORSUN_BENCH_FIRES"], "a") as fp:
             fp.write(data)
@@ -362,6 +362,21 @@ def _thrift_pipelined_creator(port: int, prefix: str, start_at: float, end_at: f
     results_queue.put((n, errors))
 
 
+def _thrift_count_creator(port: int, prefix: str, first: int, count: int, depth: int,
+                          results_queue: Any) -> None:
+    """``count`` createTimeout calls on one connection, pipelined ``depth`` deep."""
+    from thrift.Thrift import TMessageType
+    from forsun.servers.thrift.wire import encode_message
+    from forsun.thriftapi import Forsun
+    errors = 0
+    for start in range(first, first + count, 20000):
+        messages = [encode_message("createTimeout", TMessageType.CALL, n, Forsun.createTimeout_args(
+            "%s%010d" % (prefix, n), n % 3600, -1, FAR_HOURS, -1, -1, -1, 1, "http",
+            {"url": URL % (n % 100000)})) for n in range(start, min(first + count, start + 20000))]
+        errors += _pipelined(port, messages, Forsun.createTimeout_result, depth)
+    results_queue.put(errors)
+
+
 def _http_pipelined_creator(port: int, prefix: str, start_at: float, end_at: float,
                             depth: int, results_queue: Any) -> None:
     """PUT /v1/plan on one keep-alive connection, ``depth`` requests sent before their
@@ -532,25 +547,29 @@ def send_bodies(port: int, bodies: List[bytes]) -> int:
 
 
 def phase_memory(args: argparse.Namespace, base: str) -> None:
-    daemon = Daemon(os.path.join(base, "memory"))
+    daemon = Daemon(os.path.join(base, "memory"), http=False)
     daemon.start()
     try:
-        send_bodies(daemon.http_port, [crontab_body("warmup", 0, 1000)])
+        run_processes(_thrift_count_creator, [(daemon.port, "warm00", 0, 1000, 16)])
+        time.sleep(0.5)
         before = daemon.rss()
-        n, lines_per_body = args.memory_plans, args.bulk_lines
-        bodies = (crontab_body("memory", start, min(lines_per_body, n - start))
-                  for start in range(0, n, lines_per_body))
+        n = args.memory_plans
+        per = n // args.clients
         started = time.monotonic()
-        created = send_bodies(daemon.http_port, bodies)
+        errors = sum(run_processes(_thrift_count_creator, [
+            (daemon.port, "m%05d" % i, 0, per if i else n - per * (args.clients - 1),
+             args.pipeline) for i in range(args.clients)]))
         took = time.monotonic() - started
+        created = int(daemon.info()["plan_count"]) - 1000
+        if errors or created != n:
+            raise RuntimeError("%d of %d creates failed" % (n - created, n))
         time.sleep(1)
         after = daemon.rss()
         report("memory_bytes_per_plan", "memory: RSS per plan at %s plans" % f"{created:,}",
                (after - before) / created, "bytes")
-        note("RSS %.0f MB before, %.0f MB after; loaded in %.1f s (%.0f plans/s through bulk "
-             "bodies of %d lines)" % (before / 1e6, after / 1e6, took, created / took,
-                                      lines_per_body))
-        report("loop_lag_memory", "loop lag max while loading them", daemon.loop_lag_ms(), "ms",
+        note("RSS %.0f MB before, %.0f MB after; created in %.1f s (pipelined Thrift, %d "
+             "processes)" % (before / 1e6, after / 1e6, took, args.clients))
+        report("loop_lag_memory", "loop lag max while creating them", daemon.loop_lag_ms(), "ms",
                target="loop_lag_max_ms")
     finally:
         daemon.stop()
@@ -658,53 +677,78 @@ def phase_bulk(args: argparse.Namespace, base: str) -> None:
         daemon.stop()
 
 
-def fire_burst(daemon: Daemon, redis: Redis, count: int, label: str, limit_name: str) -> None:
-    redis.client.delete("fired")
+def fire_burst(daemon: Daemon, redis: Optional[Redis], count: int, label: str,
+               last_target: str, first_target: Optional[str] = None) -> None:
+    """``count`` one-shot plans due in the same second; reports when the first and the last
+    executed after the second's start. With ``redis``: the redis action (Redis' clock, from
+    an EVAL); without: the bench extension's probe action (when execute() started)."""
+    if redis is not None:
+        redis.client.delete("fired")
     create_rate = 5000.0
     due = int(time.time() + count / create_rate + 4)
     keys = ["%s%010d" % (label[:6], n) for n in range(count)]
     parts = [keys[i::4] for i in range(4)]
     started = time.monotonic()
-    errors = sum(run_processes(_redis_fire_creator, [(daemon.port, part, utc_fields(due),
-                                                      redis.port) for part in parts]))
+    errors = sum(run_processes(_redis_fire_creator, [
+        (daemon.port, part, utc_fields(due), redis.port if redis else 0) for part in parts]))
     if errors:
         raise RuntimeError("%d creates failed" % errors)
     created_in = time.monotonic() - started
     if time.time() > due - 0.5:
         raise RuntimeError("creating %d plans took %.1f s, past their due second; lower the "
                            "size" % (count, created_in))
-    deadline = due + 30
+    deadline = due + 40
+    times: List[float] = []
     while time.time() < deadline:
-        if redis.client.llen("fired") >= count:
+        time.sleep(0.25)
+        if redis is not None:
+            done = redis.client.llen("fired") >= count
+        else:
+            times = [float(line.split()[1]) for line in open(daemon.fires_file)
+                     if line.startswith("%d " % due)] if os.path.exists(daemon.fires_file) \
+                else []
+            done = len(times) >= count
+        if done:
             break
-        time.sleep(0.05)
-    entries = redis.client.lrange("fired", 0, -1)
-    times = sorted(float(entry.split()[1]) for entry in entries)
-    fired = len(times)
-    if fired < count:
-        note("only %d of %d fired within 30 s" % (fired, count))
-    first, last = times[0] - due, times[-1] - due
-    report(limit_name.replace("last", "first") if limit_name == "fire_last_s" else
-           limit_name + "_first", "%s: %s plans due at once, first executed after"
-           % (label, f"{count:,}"), first * 1000, "ms",
-           target="fire_first_ms" if limit_name == "fire_last_s" else None)
-    report(limit_name, "%s: %s plans due at once, all executed after" % (label, f"{count:,}"),
-           last, "s", "%.3f")
-    note("created in %.1f s; %d executed (Redis' clock, EVAL TIME)" % (created_in, fired))
+    if redis is not None:
+        times = [float(entry.split()[1]) for entry in redis.client.lrange("fired", 0, -1)]
+    times.sort()
+    what = "redis action" if redis is not None else "probe action"
+    if len(times) < count:
+        note("only %d of %d executed within 40 s" % (len(times), count))
+    report((first_target or last_target + "_first") + ("" if redis else "_probe"),
+           "%s: %s due at once (%s), first ran after" % (label, f"{count:,}", what),
+           (times[0] - due) * 1000, "ms", target=first_target)
+    report(last_target if redis is not None else last_target + "_probe",
+           "%s: %s due at once (%s), last ran after" % (label, f"{count:,}", what),
+           times[-1] - due if len(times) >= count else float("inf"), "s", "%.3f",
+           target=last_target)
+    note("created in %.1f s; %d executed" % (created_in, len(times)))
 
 
 def phase_fire(args: argparse.Namespace, base: str) -> None:
-    redis = Redis(os.path.join(base, "redis"))
+    # the firing engine alone: an action that does nothing but note when it started
     daemon = Daemon(os.path.join(base, "fire"), http=False)
     daemon.start()
     try:
-        fire_burst(daemon, redis, args.burst, "burst", "fire_last_s")
+        fire_burst(daemon, None, args.burst, "burst", "fire_last_s", "fire_first_ms")
+        fire_burst(daemon, None, args.big_burst, "bigburst", "fire_big_last_s")
+        report("loop_lag_fire", "loop lag max during the probe bursts", daemon.loop_lag_ms(),
+               "ms", target="loop_lag_max_ms")
+    finally:
+        daemon.stop()
+    # the same with the redis action against a local Redis
+    redis = Redis(os.path.join(base, "redis"))
+    daemon = Daemon(os.path.join(base, "fire-redis"), http=False)
+    daemon.start()
+    try:
+        fire_burst(daemon, redis, args.burst, "burst", "fire_last_s", "fire_first_ms")
         fire_burst(daemon, redis, args.big_burst, "bigburst", "fire_big_last_s")
-        report("loop_lag_fire", "loop lag max during the bursts", daemon.loop_lag_ms(), "ms",
-               target="loop_lag_max_ms")
+        report("loop_lag_fire_redis", "loop lag max during the redis-action bursts",
+               daemon.loop_lag_ms(), "ms", target="loop_lag_max_ms")
         info = daemon.info()
-        note("actions executed %s, errors %s" % (info["action_executed_count"],
-                                                  info["action_executed_error_count"]))
+        note("redis actions executed %s, errors %s" % (info["action_executed_count"],
+                                                        info["action_executed_error_count"]))
     finally:
         daemon.stop()
         redis.stop()
@@ -861,13 +905,16 @@ def phase_big(args: argparse.Namespace, base: str) -> None:
         start_at = time.time() + 0.5
         done = threading.Event()
 
-        def creates() -> None:
+        def creates() -> None:  # about 1,000 a second while the snapshot is written
             c = daemon.client()
             i = 0
+            begun = time.time()
             while not done.is_set():
                 c.create_timeout("bignew%010d" % i, 1, -1, FAR_HOURS, action="http",
                                  params={"url": URL % (i % 100000)})
                 i += 1
+                if i % 10 == 0:
+                    time.sleep(max(0.0, begun + i / 1000.0 - time.time()))
 
         creator = threading.Thread(target=creates)
         creator.start()
@@ -902,7 +949,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--pipeline", type=int, default=16,
                         help="calls each thrift/http client sends before reading replies")
-    parser.add_argument("--bulk-plans", type=int, default=200_000)
+    parser.add_argument("--bulk-plans", type=int, default=100_000)
     parser.add_argument("--bulk-lines", type=int, default=10_000)
     parser.add_argument("--burst", type=int, default=20_000)
     parser.add_argument("--big-burst", type=int, default=100_000)
