@@ -19,7 +19,6 @@ parses to the same plan (what the CLI's ``get`` prints can be pasted into ``set`
 """
 
 import re
-from functools import lru_cache
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .error import InvalidArgumentError
@@ -120,11 +119,11 @@ def parse_params(text: str, action: str = "") -> Dict[str, str]:
     """``a=1;b='x;y'`` -> {"a": "1", "b": "x;y"}; a bare command/URL for shell/http."""
     action = ACTION_ALIASES.get(action, action)
     default_name = _DEFAULT_PARAM.get(action)
-    params: Dict[str, str] = {}
     if not text.strip():
-        return params
-    if default_name is not None and "=" not in text and not _has_quote(text):
+        return {}
+    if default_name is not None and "=" not in text and "'" not in text and '"' not in text:
         return {default_name: text}  # what the loop below ends with for a bare command/URL
+    params: Dict[str, str] = {}
     for piece in _split_unquoted(text, ";", "params"):
         if not piece.strip():
             continue
@@ -195,10 +194,25 @@ def set_token_args(tokens: Sequence[str]) -> Tuple[Any, ...]:
         count, action, parse_params(tokens[8] if len(tokens) > 8 else "", action))
 
 
-@lru_cache(maxsize=4096)
+# _time_fields' results, at most _TIMES_SIZE (emptied when full: bulk bodies repeat a few).
+_times: Dict[Tuple[str, ...], Tuple[Tuple[int, ...], bool, int]] = {}
+_TIMES_SIZE = 4096
+
+
 def _time_fields(fields: Tuple[str, ...]) -> Tuple[Tuple[int, ...], bool, int]:
-    """The six time fields of a ``set`` line -> (values, is_time_out, count). Cached: the
-    lines of a bulk body mostly repeat a few field combinations."""
+    """The six time fields of a ``set`` line -> (values, is_time_out, count). Cached in
+    :data:`_times` (a dict: a look-up is a third of an lru_cache call's cost, and
+    :func:`parse_plain_set_line` does it inline)."""
+    times = _times.get(fields)
+    if times is None:
+        times = _parse_time_fields(fields)
+        if len(_times) >= _TIMES_SIZE:
+            _times.clear()
+        _times[fields] = times
+    return times
+
+
+def _parse_time_fields(fields: Tuple[str, ...]) -> Tuple[Tuple[int, ...], bool, int]:
     values = []
     is_time_out, counts = False, set()
     for name, field in zip(FIELD_NAMES, fields):
@@ -223,6 +237,34 @@ def parse_set_line(text: str) -> Tuple[Any, ...]:
     """:func:`parse_set_args` as positional arguments of ``Plan.build``
     (:data:`SET_ARG_NAMES`)."""
     return set_token_args(split_tokens(text))
+
+
+ParsedLine = Tuple[str, bool, Tuple[int, ...], int, str, Dict[str, str]]
+
+
+def parse_plain_set_line(text: str) -> Optional[ParsedLine]:
+    """The common line of a bulk body, one without quotes, parsed for
+    ``PlanBuilder.build_parsed``: (key, is_time_out, the six time fields, count, action,
+    params), what :func:`parse_set_line` gives, grouped. None for a line with a quote or
+    the wrong number of fields: :func:`parse_set_line` parses (or refuses) it.
+
+    What it returns is typed and ranged by this parser (a non-empty key and action, ints
+    from -1 to 32767, a count from 0, a new dict of strings), so the builder checks only
+    what the values cannot show by their form.
+    """
+    if "'" in text or '"' in text:
+        return None
+    tokens = text.split()
+    if len(tokens) == 8:
+        tokens.append("")  # no PARAMS
+    elif len(tokens) != 9:
+        return None
+    key, second, minute, hour, day, month, week, action, params = tokens
+    action = ACTION_ALIASES.get(action, action)
+    fields = (second, minute, hour, day, month, week)
+    times = _times.get(fields)  # inline hit: the lines of a bulk body mostly repeat them
+    values, is_time_out, count = times if times is not None else _time_fields(fields)
+    return key, is_time_out, values, count, action, parse_params(params, action)
 
 
 def format_time_fields(plan: Any) -> List[str]:

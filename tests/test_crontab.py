@@ -7,9 +7,10 @@ after ``set``; whatever the plan's key and params hold, the pasted line must rec
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from forsun import crontab
 from forsun.crontab import (SET_ARG_NAMES, format_params, format_set_args, format_time_fields,
-                            parse_params, parse_set_args, parse_set_line, parse_time_field,
-                            quote_token, split_commands, split_tokens)
+                            parse_params, parse_plain_set_line, parse_set_args, parse_set_line,
+                            parse_time_field, quote_token, split_commands, split_tokens)
 from forsun.error import InvalidArgumentError
 from forsun.plan import Plan
 
@@ -274,3 +275,42 @@ def test_parse_set_line_refuses_as_parse_set_args_does(line, words):
         parse_set_line(line)
     with pytest.raises(InvalidArgumentError, match=words):
         parse_set_args(line)
+
+
+@pytest.mark.parametrize("line", [
+    "k */5/3 */2 * * * * shell ls", "k 0 32 16 * * * http http://127.0.0.1:8080/hook",
+    "k 0 32 16 * * * redis command=GET;host=h", "k */30 * * * * * sh", "k 1 2 3 4 5 6 bash",
+    "k\t*/1\u3000*  * * * * bash echo\\x", "k 0 0 * * * * shell a=", "k 60 -1 * * * * x y=1",
+    "k */5/0 * * * * * http ;url=u;;", "k 1 * * * * * http =u", "k 1 * * * * * thrift a=b",
+])
+def test_parse_plain_set_line_says_what_parse_set_line_says(line):
+    """The bulk fast path: the same values, grouped as ``PlanBuilder.build_parsed`` takes
+    them."""
+    key, is_time_out, fields, count, action, params = parse_plain_set_line(line)
+    assert (key, is_time_out, *fields, count, action, params) == parse_set_line(line)
+
+
+@pytest.mark.parametrize("line", [
+    "k */5 * * * * * shell 'cmd=ls'", 'k 1 * * * * * "sh" ls', "k */5 * *",
+    "k 1 2 3 4 5 6 shell a b", "k 1 * * * * * shell a\\'b",
+])
+def test_parse_plain_set_line_leaves_other_lines_to_parse_set_line(line):
+    assert parse_plain_set_line(line) is None
+
+
+@pytest.mark.parametrize("line", [
+    "k */5/3 */2/4 * * * * shell ls", "k */x * * * * * shell ls", "k 40000 * * * * * a b",
+    "k -2 * * * * * shell ls", "k */5/40000 * * * * * shell ls", "k 1 * * * * * thrift a",
+])
+def test_parse_plain_set_line_refuses_as_parse_set_line_does(line):
+    with pytest.raises(InvalidArgumentError) as plain:
+        parse_plain_set_line(line)
+    with pytest.raises(InvalidArgumentError) as general:
+        parse_set_line(line)
+    assert plain.value.message == general.value.message
+
+
+def test_the_time_fields_cache_stays_bounded():
+    for n in range(crontab._TIMES_SIZE + 10):
+        assert parse_plain_set_line("k */%d * * * * * shell ls" % (n + 1))[2][0] == n + 1
+    assert len(crontab._times) <= crontab._TIMES_SIZE

@@ -1,7 +1,9 @@
 """The HTTP API of SPEC section 3 against a real forsund: every route, fires, and Thrift."""
 
 import http.client
+import importlib.util
 import json
+import os
 import re
 import socket
 import time
@@ -232,6 +234,51 @@ def test_a_bulk_crontab_body_creates_every_line_in_order(api):
     assert raw == json.dumps(answer).encode()  # the encoding json.dumps would write
     assert len(api.ok("GET", "/v1/keys?prefix=bulk:")) == count
     assert api.ok("GET", "/v1/plan?key=bulk:%05d" % (count - 1)) == plans[-1]
+
+
+def test_a_bulk_body_of_every_kind_of_line_answers_what_json_dumps_writes(api):
+    """Plain lines take the bulk fast path, quoted ones the general parser; both answer
+    the plans as json.dumps writes them, in order, as stored."""
+    kinds = ["mix:%05d */%d/2 * * * * * sh echo\\x",
+             "mix:%05d 0 %d 3 * * * http 'url=u;a=\"b\"'",
+             "mix:%05d\u00e9\u2603 */%d * * * * * shell",
+             "mix:%05d 5 %d * * * 1 redis host=h;db=0",
+             "'mix:%05d q' */%d * * 1 * * shell \"cmd=ls -l\""]
+    count = BULK_CHUNK + 3
+    body = "\n".join(kinds[n % len(kinds)] % (n, 1 + n % 59) for n in range(count))
+    status, headers, raw = api.raw("POST", "/v1/plan", body.encode(),
+                                   {"Content-Type": "application/crontab"})
+    answer = check_envelope(status, raw)
+    assert answer["errcode"] == 0, answer
+    assert raw == json.dumps(answer).encode()
+    plans = answer["data"]
+    assert [plan["key"][4:9] for plan in plans] == ["%05d" % n for n in range(count)]
+    assert [plan["is_time_out"] for plan in plans[:5]] == [True, False, True, False, True]
+    assert plans[2]["params"] == {} and plans[1]["params"] == {"url": "u", "a": "b"}
+    for n in (0, 1, 2, 3, 4, count - 1):
+        assert api.ok("GET", "/v1/plan?key=" + quote(plans[n]["key"])) == plans[n]
+
+
+def test_the_bench_checks_bulk_answers_without_decoding_them(api):
+    """scripts/bench.py counts the plans of an answer instead of decoding it: the count
+    must be right on real answers, and wrong answers must not pass."""
+    spec = importlib.util.spec_from_file_location(
+        "forsun_bench", os.path.join(os.path.dirname(__file__), "..", "scripts", "bench.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    body = bench.crontab_body("benchcheck", 0, 30)
+    status, headers, raw = api.raw("PUT", "/v1/plan", body,
+                                   {"Content-Type": "application/crontab"})
+    assert bench.check_bulk_answer(body, raw) == 30 == len(json.loads(raw)["data"])
+    one = bench.crontab_body("benchcheck1", 0, 1)
+    assert bench.check_bulk_answer(one, api.raw("PUT", "/v1/plan", one, {
+        "Content-Type": "application/crontab"})[2]) == 1
+    plans = json.loads(raw)["data"]
+    for wrong in (json.dumps({"errcode": 0, "errmsg": "", "data": plans[:-1]}),
+                  json.dumps({"errcode": 0, "errmsg": "", "data": plans[:-1] + plans[:1]}),
+                  json.dumps({"errcode": 1007, "errmsg": "line 1: bad", "data": {}})):
+        with pytest.raises(RuntimeError):
+            bench.check_bulk_answer(body, wrong.encode())
 
 
 def test_a_bad_line_late_in_a_bulk_body_creates_nothing(api):

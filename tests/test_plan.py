@@ -9,7 +9,8 @@ import pytest
 
 from forsun.crontime import resolve_timezone
 from forsun.error import InvalidArgumentError, WillNeverArriveTimeError
-from forsun.plan import FIELDS, Plan
+from forsun.crontab import parse_plain_set_line, parse_set_line
+from forsun.plan import FIELDS, Plan, PlanBuilder, plans_json
 
 NOW = calendar.timegm((2024, 1, 1, 12, 0, 0))  # a Monday
 
@@ -97,6 +98,90 @@ def test_build_computes_the_first_fire():
     assert build(second=0, minute=0, hour=0, day=1, month=1).next_time == ts("2025-01-01 00:00:00")
     new_york = resolve_timezone("America/New_York")
     assert build(second=0, minute=0, hour=9, tz=new_york).next_time == ts("2024-01-01 14:00:00")
+
+
+# -- PlanBuilder: Plan.build for many plans of one moment -------------------------------------
+
+def outcome(make):
+    """The plan made, or what the error says, to compare two ways of building."""
+    try:
+        return make()
+    except (InvalidArgumentError, WillNeverArriveTimeError) as e:
+        return type(e), e.code, e.message
+
+
+BUILD_CASES = [
+    dict(key="job", second=1.0, minute=2, hour=3, week=7, count=4, action="http",
+         params={"url": "http://127.0.0.1/"}),
+    dict(key="d", is_time_out=True, second=5, count=3), dict(key="d", is_time_out=1, second=5),
+    dict(second=0, minute=0, hour=0, day=1, month=1), dict(second=0, minute=0, hour=9),
+    dict(is_time_out=True, second=0, day=30), dict(second=0, minute=0, hour=0, day=1, month=3),
+] + [dict(kwargs, second=kwargs.get("second", 5), is_time_out=is_time_out)
+     for kwargs in [{"key": 5}, {"key": "k" * 1025}, {"second": "5"}, {"second": True},
+                    {"minute": [1]}, {"week": 1 << 15}, {"count": -1}, {"count": True},
+                    {"action": ""}, {"action": 3}, {"params": {"cmd": 1}},
+                    {"params": {"cmd": "x" * (64 * 1024 + 1)}}, {"second": 60},
+                    {"day": 30, "month": 2}, {"second": -1}]
+     for is_time_out in (False, True)]
+
+
+@pytest.mark.parametrize("kwargs", BUILD_CASES)
+@pytest.mark.parametrize("tz", [None, "America/New_York"])
+def test_plan_builder_builds_what_plan_build_builds(kwargs, tz):
+    tz = resolve_timezone(tz) if tz else None
+    arguments = dict({"key": "k", "is_time_out": False}, **kwargs)
+    builder = PlanBuilder(NOW, tz, 123.5)
+    for _ in range(2):  # the second time from the builder's cache of times
+        assert outcome(lambda: builder.build(**arguments)) == outcome(
+            lambda: Plan.build(**arguments, now=NOW, tz=tz, created_time=123.5))
+
+
+def test_plan_builder_generates_keys_and_copies_params():
+    builder, params = PlanBuilder(NOW), {"cmd": "ls"}
+    first, second = builder.build("", True, 5, params=params), builder.build(None, True, 5)
+    assert first.key and second.key and first.key != second.key
+    assert first.params == params and first.params is not params
+    assert first.created_time == float(NOW)
+
+
+@pytest.mark.parametrize("line", [
+    "k */5/3 */2 * * * * shell ls", "k 0 32 16 * * * http http://127.0.0.1:8080/hook",
+    "k 0 32 16 * * * redis command=GET;host=h", "k */30 * * * * * sh", "k 5 * * * * * shell",
+    "k 60 * * * * * shell ls", "k 0 30 2 30 2 * shell ls", "k * * * * * * shell ls",
+    "k */0 * * * * * shell ls", "%s */5 * * * * * shell ls" % ("k" * 1025),
+    "k 1 2 3 4 5 7 http url=u;a=" + "x" * (64 * 1024),
+])
+def test_build_parsed_builds_what_plan_build_builds_from_the_line(line):
+    """Bulk bodies build from ``parse_plain_set_line``, which checks types and ranges
+    itself; whatever the line, the plan or the error must be Plan.build's."""
+    builder = PlanBuilder(NOW, None, 123.5)
+    parsed = parse_plain_set_line(line)
+    assert parsed is not None
+    assert outcome(lambda: builder.build_parsed(parsed)) == outcome(
+        lambda: Plan.build(*parse_set_line(line), now=NOW, created_time=123.5))
+
+
+def test_plans_json_is_the_plans_to_json_joined():
+    plans = [build(key="p%d" % n, is_time_out=bool(n % 2), second=n % 60, count=n % 3,
+                   action=("http", "shell")[n % 2],
+                   params={"url" if n % 2 else "cmd": "v%d \"\u00e9" % n, "n": ""})
+             for n in range(200)]
+    plans.append(full_plan())
+    assert plans_json(plans) == ", ".join([plan.to_json() for plan in plans])
+    assert plans_json([]) == ""
+
+
+@pytest.mark.parametrize("name, value", [
+    ("second", True), ("minute", 5.0), ("created_time", float("nan")),
+    ("created_time", float("inf")), ("created_time", 7), ("params", {"n": 1}),
+    ("params", {1: "one"}), ("is_time_out", 1), ("count", 1 << 20), ("status", -(1 << 40)),
+    ("last_timeout", 1 << 40), ("key", None), ("action", 5),
+])
+def test_plans_json_of_plans_with_odd_fields_is_still_json_dumps(name, value):
+    odd, plain = full_plan(), full_plan()
+    setattr(odd, name, value)
+    expected = ", ".join(json.dumps(plan.to_dict()) for plan in (plain, odd, plain))
+    assert plans_json([plain, odd, plain]) == expected
 
 
 # -- interval and compute_next_time -----------------------------------------------------------
