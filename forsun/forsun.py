@@ -6,6 +6,7 @@ hands due plans to the ActionRunner without waiting for their actions.
 """
 
 import asyncio
+import gc
 import logging
 import time
 from datetime import tzinfo
@@ -14,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from . import action as actions
 from . import crontime
 from .action.policy import ActionPolicy
-from .action.runner import ActionRunner
+from .action.runner import REPORT_DELAY, ActionRunner
 from .error import (ForsunError, NotFoundPlanError, RemovePlanError, StorePlanError,
                     UnknownActionError)
 from .plan import I16_MAX, I32_MAX, Plan
@@ -28,10 +29,25 @@ log = logging.getLogger("forsun")
 FIRE_BATCH = 500
 FIRST_FIRE_BATCH = 100
 # Before a second is due, its plans are read, their next fire computed and their tasks
-# created (waiting for a gate), this long ahead and for up to this many plans; at the second
-# only what changed meanwhile is redone. Needs a store with ``plan_tokens`` (the mem store).
-PREPARE_LEAD_SECONDS = 0.1
-PREPARE_MAX_PLANS = 2000
+# created (waiting for a gate), from up to PREPARE_LEAD_SECONDS ahead (once the previous
+# second's statuses are written) until PREPARE_STOP_SECONDS before it; at the second only
+# what changed meanwhile is redone. Up to PREPARE_MAX_PLANS plans, of which at most
+# PREPARE_MAX_SINGLE of actions that run a task per fire (no execute_batch). Needs a store
+# with ``plan_tokens`` (the mem store).
+PREPARE_LEAD_SECONDS = 0.9
+PREPARE_STOP_SECONDS = 0.02
+PREPARE_MAX_PLANS = 200_000
+PREPARE_MAX_SINGLE = 2_000
+# Prepared fires committed before their gates open together: a second of a thousand plans
+# is committed in a few ms, then its actions start at once.
+PREPARED_OPEN_GROUP = 1000
+# A second with more plans than this is prepared and fired with the cyclic GC held: its full
+# collections scan every live object, and a busy second keeps hundreds of thousands alive
+# for a moment (measured: 20-50 ms pauses, each a stall of the IOLoop). The fire path makes
+# no cyclic garbage to speak of; what there is gets collected after the second.
+GC_HOLD_PLANS = 10_000
+GC_RELEASE_DELAY = 1.0
+GC_HOLD_MAX_SECONDS = 30.0  # busy seconds back to back: collections run again after this
 
 
 class _Prepared:
@@ -61,6 +77,9 @@ class Forsun:
         self._prepared: Optional[_Prepared] = None
         self._prepare_handle: Any = None
         self._preparing = True  # False once stopping
+        self._collector_held = False  # the cyclic GC was disabled by _hold_collector
+        self._collector_release: Any = None  # the timer that lets it go
+        self._collector_held_since = 0.0
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -135,10 +154,10 @@ class Forsun:
             e.stored = 0  # type: ignore[attr-defined]
             raise
         status = self.status
-        timeouts = sum(1 for plan in plans if plan.is_time_out)
+        timeouts = [plan.is_time_out for plan in plans].count(True)  # counted in C
         status.create_timeouted_count += timeouts
         status.created_count += len(plans) - timeouts
-        status.plan_count += sum(1 for old in olds if old is None)
+        status.plan_count += list(olds).count(None)
 
     async def _check_room(self, key: str) -> None:
         """MAX_PLANS: a new key is refused (1004) while the store holds max_plans plans;
@@ -218,6 +237,8 @@ class Forsun:
             # second's first fires must not wait for a pass over all its keys
             keys = await self.store.get_time_plans(ts)
             keys = keys if isinstance(keys, list) else list(keys)
+            if len(keys) > GC_HOLD_PLANS:
+                self._hold_collector(True)
             after = max(ts, int(self.clock()))
             fired = 0
             done: Set[str] = set()
@@ -242,7 +263,33 @@ class Forsun:
             self._schedule_prepare(ts + 1)
             return fired
         finally:
+            self._hold_collector(False)
             status.timeout_handling_count -= 1
+
+    def _hold_collector(self, hold: bool) -> None:
+        """Holds (or lets go) the cyclic GC's automatic collections: see GC_HOLD_PLANS.
+
+        Let go :data:`GC_RELEASE_DELAY` later: the first collection scans every object
+        made during the hold that is still alive, and right after a busy second that is
+        still its last fires and their reports (measured: 45 ms twice)."""
+        if self._collector_release is not None:
+            self._collector_release.cancel()
+            self._collector_release = None
+        if hold and self._collector_held and \
+                time.monotonic() - self._collector_held_since > GC_HOLD_MAX_SECONDS:
+            self._release_collector()  # busy for long: garbage cycles must go at some point
+        elif hold and not self._collector_held:
+            self._collector_held = gc.isenabled()
+            self._collector_held_since = time.monotonic()
+            gc.disable()
+        elif not hold and self._collector_held:
+            self._collector_release = asyncio.get_running_loop().call_later(
+                GC_RELEASE_DELAY, self._release_collector)
+
+    def _release_collector(self) -> None:
+        self._collector_release = None
+        self._collector_held = False
+        gc.enable()
 
     # -- preparing a second ahead of it ------------------------------------------------------
 
@@ -255,17 +302,23 @@ class Forsun:
         prepared, self._prepared = self._prepared, None
         if prepared is not None:
             self._drop_prepared(prepared)
+        self._hold_collector(False)
+        if self._collector_release is not None:  # at once
+            self._collector_release.cancel()
+            self._release_collector()
 
     def _schedule_prepare(self, ts: int) -> None:
-        """Prepares second ``ts`` :data:`PREPARE_LEAD_SECONDS` before it is due, if the
+        """Prepares second ``ts`` ahead of it (see :data:`PREPARE_LEAD_SECONDS`), if the
         store can tell later whether a plan changed meanwhile (``plan_tokens``)."""
         if getattr(self.store, "plan_tokens", None) is None or \
                 self._prepare_handle is not None or not self._preparing:
             return
-        delay = ts - PREPARE_LEAD_SECONDS - self.clock()
-        if delay > 0:
+        now = self.clock()
+        # after the statuses of the fires that just ended are written (they change plans)
+        start_at = max(ts - PREPARE_LEAD_SECONDS, now + 2 * REPORT_DELAY)
+        if start_at < ts - PREPARE_STOP_SECONDS:
             self._prepare_handle = asyncio.get_running_loop().call_later(
-                delay, self._start_prepare, ts)
+                start_at - now, self._start_prepare, ts)
 
     def _start_prepare(self, ts: int) -> None:
         self._prepare_handle = None
@@ -279,15 +332,20 @@ class Forsun:
             return
         store = self.store
         keys = list(dict.fromkeys(list(await store.get_time_plans(ts))[:PREPARE_MAX_PLANS]))
+        if len(keys) > GC_HOLD_PLANS:
+            self._hold_collector(True)  # let go when the second is fired or dropped
         chunks: List[Tuple[List[Plan], List[Any], Set[str], Any]] = []
         prepared = _Prepared(ts, chunks)
+        singles = 0  # fires prepared with a task each
+        stop_at = ts - PREPARE_STOP_SECONDS
         start = 0
         try:
             while start < len(keys):
                 if start:
                     await asyncio.sleep(0)  # the chunks are checked again at ts anyway
-                if self.clock() >= ts or self._prepared is not None:
-                    break
+                if self.clock() >= stop_at or self._prepared is not None or \
+                        not self._preparing:
+                    break  # what is prepared so far is kept; the rest fires the usual way
                 size = FIRST_FIRE_BATCH if not start else FIRE_BATCH
                 chunk_keys = keys[start:start + size]
                 start += size
@@ -299,6 +357,10 @@ class Forsun:
                 for plan, token in zip(plans, tokens):
                     if plan is None or plan.next_time != ts:
                         continue
+                    if not self.runner.takes_batches(plan.action):
+                        if singles >= PREPARE_MAX_SINGLE:
+                            continue
+                        singles += 1
                     if not self._advance(plan, ts, ts):
                         finished.add(plan.key)
                     due.append(plan)
@@ -309,11 +371,14 @@ class Forsun:
                     self.runner.run_all(ts, due, gate)
         except BaseException:
             self._drop_prepared(prepared)
+            self._hold_collector(False)
             raise
         if not chunks:
+            self._hold_collector(False)
             return
         if self.clock() >= ts or self._prepared is not None or not self._preparing:
             self._drop_prepared(prepared)
+            self._hold_collector(False)
             return
         self._prepared = prepared
         # not fired by then (the timer stopped, lost the lead, or is behind): dropped
@@ -323,6 +388,7 @@ class Forsun:
     def _expire_prepared(self, prepared: _Prepared) -> None:
         if self._prepared is prepared:
             self._prepared = None
+            self._hold_collector(False)
         self._drop_prepared(prepared)
 
     def _drop_prepared(self, prepared: _Prepared) -> None:
@@ -333,18 +399,24 @@ class Forsun:
 
     async def _fire_prepared(self, prepared: _Prepared) -> Tuple[int, Set[str]]:
         """Commits the prepared plans that did not change since they were read and opens
-        their gates, chunk by chunk; returns (how many fired, the keys handled). The
-        changed ones are left to the usual path."""
+        their gates, the first (small) chunk alone, then :data:`PREPARED_OPEN_GROUP` fires
+        at a time (a yield to the IOLoop after each group, so their actions start and their
+        I/O goes on, without a turn of the loop for each chunk); returns (how many
+        fired, the keys handled). The changed ones are left to the usual path."""
         if prepared.expiry is not None:
             prepared.expiry.cancel()
         fired = 0
         handled: Set[str] = set()
-        chunks = list(prepared.chunks)
+        # taken from the preparation as they are committed: a chunk's plans are freed once
+        # its actions ran, not all at once when the second ends (a 100,000-plan second
+        # would stall the IOLoop for tens of ms freeing them)
+        chunks = prepared.chunks
+        committed: List[Tuple[Any, Set[str]]] = []  # gates to open, with the keys dropped
+        group = 0
+        opened_none = True  # the first (small) chunk opens alone: its actions start first
         try:
             while chunks:
-                due, tokens, last, gate = chunks.pop(0)
-                if fired:
-                    await asyncio.sleep(0)  # the opened chunk's actions start
+                due, tokens, last, gate = chunks[0]
                 current = self.store.plan_tokens([plan.key for plan in due])
                 changed = {plan.key for plan, token, now in zip(due, tokens, current)
                            if now is not token}
@@ -353,11 +425,25 @@ class Forsun:
                 finished = [plan.key for plan in due
                             if plan.key not in changed and plan.key in last]
                 await self.store.commit_fired(prepared.ts, rescheduled, finished)
+                chunks.pop(0)
+                committed.append((gate, changed))
                 self.status.plan_count -= len(finished)
-                self.runner.open_gate(gate, changed)
                 fired += len(due) - len(changed)
+                group += len(due)
                 handled.update(plan.key for plan in due if plan.key not in changed)
+                if group >= PREPARED_OPEN_GROUP or not chunks or opened_none:
+                    for gate, changed in committed:
+                        self.runner.open_gate(gate, changed)
+                    if chunks:
+                        # the opened fires' actions start; after the first group, two turns:
+                        # one to start them, one for what they start (a redis batch's
+                        # writer) to send, before the loop is busy with the next group
+                        for _ in range(2 if opened_none else 1):
+                            await asyncio.sleep(0)
+                    committed, group, opened_none = [], 0, False
         except BaseException:
+            for gate, changed in committed:  # committed: they fire
+                self.runner.open_gate(gate, changed)
             for _, _, _, gate in chunks:  # these fire the usual way when the second is retried
                 self.runner.open_gate(gate, None)
             raise

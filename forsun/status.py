@@ -46,12 +46,12 @@ class Histogram:
         self.sum = 0.0
         self.count = 0
 
-    def observe(self, value: float) -> None:
+    def observe(self, value: float, times: int = 1) -> None:
         index = bisect_left(self.bounds, value)
         if index < len(self.counts):
-            self.counts[index] += 1
-        self.sum += value
-        self.count += 1
+            self.counts[index] += times
+        self.sum += value * times
+        self.count += times
 
     def cumulative(self) -> List[Tuple[float, int]]:
         """(upper bound, observations at or below it), ending with (+inf, count)."""
@@ -101,27 +101,38 @@ class ForsunStatus:
                                                         Optional[str]]]) -> None:
         """:meth:`action_finished` for many attempts ``(ts, plan, attempt, outcome,
         duration, error)`` at once, as the runner reports them: a busy second ends tens of
-        thousands, of which the history keeps only the last ones."""
-        durations = self.action_durations
+        thousands (the fires of one batch with one duration), of which the history keeps
+        only the last ones."""
         fires = self.fires
         retries = self.action_retries
-        history_size = self.history.size
-        keep_from = len(attempts) - history_size
+        history = self.history
+        keep_from = len(attempts) - history.size if history.size else len(attempts)
         now = time.time()
+        same = 0  # attempts in a row of one action and duration, observed together
+        last: Tuple[Any, ...] = ()
         for index, (ts, plan, attempt, outcome, duration, error) in enumerate(attempts):
             action = plan.action
-            histogram = durations.get(action)
-            if histogram is None:
-                histogram = durations[action] = Histogram(DURATION_BUCKETS)
-            histogram.observe(duration)
+            if (action, duration) != last:
+                if same:
+                    self._observe_duration(last[0], last[1], same)
+                last, same = (action, duration), 0
+            same += 1
             if outcome == 0:
                 retries[action] = retries.get(action, 0) + 1
                 continue
             label = (action, "succeeded" if outcome > 0 else "failed")
             fires[label] = fires.get(label, 0) + 1
-            if index >= keep_from and history_size:
-                self.history.append(Execution(plan.key, ts, action, 1 if outcome > 0 else -1,
-                                              attempt + 1, now - duration, duration, error))
+            if index >= keep_from:
+                history.append(Execution(plan.key, ts, action, 1 if outcome > 0 else -1,
+                                         attempt + 1, now - duration, duration, error))
+        if same:
+            self._observe_duration(last[0], last[1], same)
+
+    def _observe_duration(self, action: str, duration: float, times: int) -> None:
+        histogram = self.action_durations.get(action)
+        if histogram is None:
+            histogram = self.action_durations[action] = Histogram(DURATION_BUCKETS)
+        histogram.observe(duration, times)
 
     def observe_lateness(self, seconds: float) -> None:
         """How long after its second boundary the handling of a second started."""

@@ -21,6 +21,11 @@ class RecordingBatchAction(Action):
 
     batches: List[List[str]] = []
     singles: List[str] = []
+    prepared: List[List[str]] = []
+
+    @classmethod
+    def prepare_batch(cls, fires: List[Action]) -> None:
+        cls.prepared.append([fire.plan.key for fire in fires])
 
     @classmethod
     async def execute_batch(cls, fires: List[Action]) -> List[object]:
@@ -45,6 +50,7 @@ class RecordingBatchAction(Action):
 def batch_action(action_pools):  # noqa: F811
     RecordingBatchAction.batches = []
     RecordingBatchAction.singles = []
+    RecordingBatchAction.prepared = []
     actions.register_action("batchrec", RecordingBatchAction)
     yield RecordingBatchAction
 
@@ -86,38 +92,53 @@ async def test_a_busy_second_is_handed_over_in_lists_with_an_outcome_each(make_r
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_a_batch_that_raises_fails_each_of_its_fires(make_runner, batch_action):  # noqa: F811
+async def test_a_batch_that_raises_fails_each_of_its_fires(make_runner, batch_action,  # noqa: F811
+                                                            monkeypatch):
     async def broken(fires):
         raise RuntimeError("target exploded")
 
-    batch_action.execute_batch = staticmethod(broken)
-    try:
-        runner = make_runner()
-        group = plans("boom", 4)
-        runner.runner.run_all(int(time.time()), group)
-        for plan in group:
-            assert await runner.outcome(plan.key) == -1
-        assert runner.status.action_executed_error_count == 4
-        assert all("target exploded" in e.error for e in runner.status.history.list())
-    finally:
-        del batch_action.execute_batch
+    monkeypatch.setattr(batch_action, "execute_batch", staticmethod(broken))
+    runner = make_runner()
+    group = plans("boom", 4)
+    runner.runner.run_all(int(time.time()), group)
+    for plan in group:
+        assert await runner.outcome(plan.key) == -1
+    assert runner.status.action_executed_error_count == 4
+    assert all("target exploded" in e.error for e in runner.status.history.list())
 
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_batch_past_its_timeout_fails_its_fires_as_timed_out(make_runner,  # noqa: F811
-                                                                     batch_action):
+                                                                     batch_action, monkeypatch):
     async def hangs(fires):
         await asyncio.Event().wait()
 
-    batch_action.execute_batch = staticmethod(hangs)
-    try:
-        runner = make_runner(ACTION_TIMEOUT=0.3)
-        group = plans("slow", 3)
-        started = time.monotonic()
-        runner.runner.run_all(int(time.time()), group)
-        for plan in group:
-            assert await runner.outcome(plan.key) == -1
-        assert time.monotonic() - started < 5
-        assert all("timed out" in e.error for e in runner.status.history.list())
-    finally:
-        del batch_action.execute_batch
+    monkeypatch.setattr(batch_action, "execute_batch", staticmethod(hangs))
+    runner = make_runner(ACTION_TIMEOUT=0.3)
+    group = plans("slow", 3)
+    started = time.monotonic()
+    runner.runner.run_all(int(time.time()), group)
+    for plan in group:
+        assert await runner.outcome(plan.key) == -1
+    assert time.monotonic() - started < 5
+    assert all("timed out" in e.error for e in runner.status.history.list())
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_fires_prepared_ahead_wait_for_their_gate(make_runner, batch_action):  # noqa: F811
+    """Fires handed over before their second (the core prepares a second ahead) are shown
+    to prepare_batch at once, run only when their gate opens, and not at all if dropped."""
+    runner = make_runner()
+    group = plans("early", 6)
+    gate = runner.runner.new_gate()
+    runner.runner.run_all(int(time.time()), group, gate)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert batch_action.prepared == [[plan.key for plan in group]]
+    assert batch_action.batches == []
+    runner.runner.open_gate(gate, {"early00001", "early00004"})  # changed meanwhile
+    for plan in group:
+        if plan.key not in ("early00001", "early00004"):
+            assert await runner.outcome(plan.key) == 1
+    assert batch_action.batches == [["early00000", "early00002", "early00003", "early00005"]]
+    assert runner.status.action_executed_count == 4

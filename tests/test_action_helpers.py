@@ -60,6 +60,10 @@ class FakeStore:
             if not waiter.done():
                 waiter.set_result(status)
 
+    async def set_statuses(self, statuses: List[Tuple[str, int, int]]) -> None:
+        for key, ts, status in statuses:
+            await self.set_status(key, ts, status)
+
     async def wait(self, key: str, timeout: float = 10) -> int:
         if key in self.statuses:
             return self.statuses[key][-1][1]

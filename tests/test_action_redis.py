@@ -32,16 +32,20 @@ def test_split_commands_keeps_quoted_separators():
         split_commands("SET a 'open")
 
 
-def test_texts_sharing_a_quoted_head_split_like_the_whole_text():
+def test_texts_sharing_a_quoted_head_pack_like_the_whole_text(monkeypatch):
+    monkeypatch.setattr(redis_driver, "_parsed", type(redis_driver._parsed)())
+    monkeypatch.setattr(redis_driver, "_heads", type(redis_driver._heads)())
     texts = ['EVAL "return redis.call(\'INCR\', KEYS[1])" 1 k%d' % n for n in range(3)] + [
         "SET a 'x y' b", "SET a 'x y' b;GET a", "SET a \\' b", "x \\\" b", "SET 'a'b c",
-        "a 'b'", "RPUSH q 'a' \\ b"]
-    for text in texts * 2:  # the second time from the cache
-        assert redis_driver._split_cached(text) == split_commands(text), text
+        "a 'b'", "RPUSH q 'a' \\ b", "SET a 'x' ", "SET a 'x'  b\tc ", "BLPOP 'q' 1",
+        "'CONFIG GET' 'maxmemory' x", "SET a 'é' ü"]
+    for text in texts * 2:  # the second time from the caches
+        whole = redis_driver._pack_commands(redis_driver.split_commands(text))
+        assert redis_driver._parse(text) == whole, text
+    assert redis_driver._heads  # the head path was taken
     for text in ["SET a 'x\" b", "SET a \"x' b"]:
-        for split in (split_commands, redis_driver._split_cached):
-            with pytest.raises(ExecuteActionError, match="cannot be parsed"):
-                split(text)
+        with pytest.raises(ExecuteActionError, match="cannot be parsed"):
+            redis_driver._parse(text)
 
 
 async def test_commands_with_quotes_run_in_order_on_the_selected_db(redis_server,
@@ -248,3 +252,17 @@ async def test_a_busy_seconds_fires_are_handed_over_in_lists(redis_server, make_
     client = redis_server.client()
     assert client.llen("q") == 1200 - 4 and client.lrange("m", 0, -1) == [b"1", b"2"]
     assert redis_server.client(2).lrange("q2", 0, -1) == [b"x"]
+
+
+async def test_fires_prepared_ahead_find_a_connection_open(redis_server, action_settings,
+                                                           action_pools):
+    """prepare_batch (the runner calls it when a second is prepared ahead) opens a
+    connection to each target before the fires are due, and runs none of them."""
+    fires = [redis_action(redis_server.port, command="RPUSH early %d" % n) for n in range(50)]
+    assert connected_clients(redis_server) == 0
+    RedisAction.prepare_batch(fires)
+    await until(lambda: connected_clients(redis_server) == 1)
+    assert redis_server.client().llen("early") == 0
+    assert await RedisAction.execute_batch(fires) == [None] * 50
+    assert redis_server.client().llen("early") == 50
+    assert connected_clients(redis_server) == 1  # the batch used the connection opened ahead

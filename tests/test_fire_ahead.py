@@ -14,7 +14,7 @@ from forsun.forsun import Forsun
 from forsun.plan import Plan
 from forsun.status import ForsunStatus
 from forsun.store.drivers.mem import MemStore
-from test_action_helpers import action_pools  # noqa: F401
+from test_action_helpers import action_pools, until  # noqa: F401
 
 T = 1_900_000_000
 
@@ -56,6 +56,7 @@ async def open_core(path) -> Forsun:
 
 
 async def close_core(core: Forsun) -> None:
+    core.stop_preparing()
     await core.runner.stop()
     await core.store.uninit()
 
@@ -115,3 +116,29 @@ async def test_a_preparation_not_fired_in_time_is_dropped(tmp_path, recording):
     assert fired == [(T, "q%d" % n, "1") for n in range(5)]
     assert (await core.get_plan("q0")).next_time == T + 13  # counted from now, not from T
     await close_core(core)
+
+
+@pytest.mark.gen_test
+async def test_the_collector_held_for_a_busy_second_is_let_go(tmp_path, recording, monkeypatch):
+    import gc
+
+    from forsun import forsun as core_module
+    monkeypatch.setattr(core_module, "GC_HOLD_PLANS", 5)
+    monkeypatch.setattr(core_module, "GC_RELEASE_DELAY", 0.05)
+    core = await open_core(tmp_path)
+    for n in range(20):
+        await core.create_plan(plan("g%02d" % n, "recordbatch"))
+    assert gc.isenabled()
+    core.clock.now = T - 0.5
+    await core._prepare(T)
+    assert not gc.isenabled()  # held while the busy second is prepared
+    core.clock.now = T
+    assert await core.fire_second(T) == 20
+    assert not gc.isenabled()  # a moment longer, for the objects of the second to go
+    await until(gc.isenabled)
+    core.clock.now = T + 9.5  # a busy second fired the usual way, without preparation
+    monkeypatch.setattr(core_module, "GC_RELEASE_DELAY", 60)
+    assert await core.fire_second(T + 10) == 20
+    assert not gc.isenabled()
+    await close_core(core)  # a stop lets it go at once
+    assert gc.isenabled()

@@ -46,6 +46,11 @@ class Action:
     #: attempts of a busy second's fires in lists instead of one ``execute`` task each.
     execute_batch: Optional[Callable[[List["Action"]], Awaitable[List[Optional[BaseException]]]]]
     execute_batch = None
+    #: Optional with ``execute_batch``: a plain classmethod ``prepare_batch(cls, fires)``
+    #: called when fires are prepared ahead of their second (up to 0.1 s before it), to get
+    #: ready for them without running them, e.g. open a connection. It must not block.
+    prepare_batch: Optional[Callable[[List["Action"]], None]]
+    prepare_batch = None
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError()

@@ -74,7 +74,17 @@ class ActionRunner:
         starts only when :meth:`open_gate` is called, if that does not drop it: the core
         prepares a busy second's fires ahead of it and opens the gate at the second.
         """
-        self._start(plan.action, 1, self._execute, (ts, plan, 0, gate), gate is None)
+        self._start(plan.action, 1, self._execute, (ts, plan, 0, gate), gate is not None)
+
+    def takes_batches(self, action: str) -> bool:
+        """Whether ``action``'s fires run in batches (its class has ``execute_batch``)."""
+        info = self._actions.get(action)
+        if info is None:
+            try:
+                info = self._action_info(action)
+            except LookupError:
+                return False
+        return getattr(info[0], "execute_batch", None) is not None
 
     def run_all(self, ts: int, plans: List[Plan], gate: Optional[asyncio.Future] = None) -> None:
         """Starts the fires of ``plans`` at ``ts``, like :meth:`run` for each.
@@ -91,21 +101,16 @@ class ActionRunner:
             if batch is None:
                 batch = batches[action] = []
             batch.append(plan)
+        gated = gate is not None
         for action, batch in batches.items():
-            info = self._actions.get(action)
-            if info is None:
-                try:
-                    info = self._action_info(action)
-                except LookupError:
-                    info = (None, 0.0)
-            if getattr(info[0], "execute_batch", None) is None:
+            if not self.takes_batches(action):
                 for plan in batch:  # one task each; an unknown action fails in it
-                    self._start(action, 1, self._execute, (ts, plan, 0, gate), gate is None)
+                    self._start(action, 1, self._execute, (ts, plan, 0, gate), gated)
                 continue
             for first in range(0, len(batch), BATCH_SIZE):
                 fires = batch[first:first + BATCH_SIZE]
                 self._start(action, len(fires), self._execute_batch, (ts, action, fires, gate),
-                            gate is None)
+                            gated)
 
     def new_gate(self) -> asyncio.Future:
         gate = asyncio.get_running_loop().create_future()
@@ -119,30 +124,29 @@ class ActionRunner:
         if not gate.done():
             gate.set_result(dropped)
 
-    def _start(self, action: str, fires: int, execute: Any, args: tuple, may_wait: bool) -> None:
+    def _start(self, action: str, fires: int, execute: Any, args: tuple, gated: bool) -> None:
         """Starts ``execute(*args)`` (``fires`` fires of ``action``) as a task, or queues it
-        while the action already has :data:`MAX_RUNNING_PER_ACTION` fires running."""
-        running = self._running.get(action, 0)
-        if may_wait and running >= MAX_RUNNING_PER_ACTION:
-            waiting = self._waiting.get(action)
-            if waiting is None:
-                waiting = self._waiting[action] = deque()
-            waiting.append((fires, execute, args))
+        while the action already has :data:`MAX_RUNNING_PER_ACTION` fires running. A gated
+        task waits at its gate first and is admitted then (:meth:`_admit`)."""
+        if not gated and not self._admit(action, fires, execute, args):
             return
-        self._running[action] = running + fires
         # the task takes itself out of _tasks: a done callback would cost every fire one
         # more trip through the IOLoop's queue
         self._tasks.add(asyncio.get_running_loop().create_task(execute(*args)))
 
-    def _behind_waiting(self, action: str, fires: int, execute: Any, args: tuple) -> bool:
-        """Queues fires prepared ahead (let through their gate) after the fires of earlier
-        seconds still waiting for room, if any: a second's fires never start before the
-        previous second's. True if queued."""
+    def _admit(self, action: str, fires: int, execute: Any, args: tuple) -> bool:
+        """Counts ``fires`` fires of ``action`` as running, or queues ``execute(*args)``
+        behind the fires waiting for room (False): fires run in the order they were due, so
+        a second's never start before the previous second's."""
+        running = self._running.get(action, 0)
         waiting = self._waiting.get(action)
-        if not waiting:
-            return False
+        if running < MAX_RUNNING_PER_ACTION and not waiting:
+            self._running[action] = running + fires
+            return True
+        if waiting is None:
+            waiting = self._waiting[action] = deque()
         waiting.append((fires, execute, args))
-        return True
+        return False
 
     def _ended(self, action: str, fires: int) -> None:
         """``fires`` fires of ``action`` no longer run: what waited for room starts."""
@@ -165,9 +169,8 @@ class ActionRunner:
         if gate is not None:
             dropped = await gate
             if dropped is None or plan.key in dropped or \
-                    self._behind_waiting(plan.action, 1, self._execute, (ts, plan, attempt)):
+                    not self._admit(plan.action, 1, self._execute, (ts, plan, attempt)):
                 self._tasks.discard(task)  # type: ignore[arg-type]
-                self._ended(plan.action, 1)
                 return
         status = self.status
         status.action_executing_count += 1
@@ -205,37 +208,46 @@ class ActionRunner:
         self._settle(ts, plan, attempt, error, time.monotonic() - started)
 
     async def _execute_batch(self, ts: int, action: str, plans: List[Plan],
-                             gate: Optional[asyncio.Future] = None) -> None:
+                             gate: Optional[asyncio.Future] = None,
+                             fires: Optional[List[Any]] = None) -> None:
         """The first attempt of several fires of one action with ``execute_batch``: one
         timeout for them all; each fire then settles on its own (a failed one is retried
         alone, through :meth:`_execute`)."""
         task = asyncio.current_task()
-        fires = len(plans)
-        if gate is not None:
-            dropped = await gate
-            if dropped:
-                plans = [plan for plan in plans if plan.key not in dropped]
-            if dropped is None or not plans or \
-                    self._behind_waiting(action, len(plans), self._execute_batch,
-                                         (ts, action, plans)):
-                self._tasks.discard(task)  # type: ignore[arg-type]
-                self._ended(action, fires)
-                return
         status = self.status
-        status.action_executing_count += len(plans)
         started = time.monotonic()
         errors: List[Optional[BaseException]]
         tick = 0
         try:
+            cls, timeout = self._actions.get(action) or self._action_info(action)
+            if fires is None:
+                fires = [cls(ts, plan, action, plan.params) for plan in plans]
+            if gate is not None:
+                self._prepare_batch(cls, fires)
+                dropped = await gate
+                if dropped:
+                    fires = [fire for fire in fires if fire.plan.key not in dropped]
+                if dropped is None or not fires or \
+                        not self._admit(action, len(fires), self._execute_batch,
+                                        (ts, action, [fire.plan for fire in fires], None,
+                                         fires)):
+                    self._tasks.discard(task)  # type: ignore[arg-type]
+                    return
+                plans = [fire.plan for fire in fires]
+                started = time.monotonic()
+        except BaseException:
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            raise
+        count = len(plans)
+        status.action_executing_count += count
+        try:
             if self.policy.allowed is not None:
                 self.policy.check_fire(action)
-            cls, timeout = self._actions.get(action) or self._action_info(action)
             tick = self._watch(task, timeout)
-            errors = list(await cls.execute_batch([cls(ts, plan, action, plan.params)
-                                                   for plan in plans]))
-            if len(errors) != len(plans):
+            errors = list(await cls.execute_batch(fires))
+            if len(errors) != count:
                 raise RuntimeError("%s.execute_batch returned %d outcomes for %d fires"
-                                   % (cls.__name__, len(errors), len(plans)))
+                                   % (cls.__name__, len(errors), count))
         except asyncio.CancelledError:
             timeout = self._timed_out.pop(task, None)  # type: ignore[arg-type]
             if timeout is None:  # cancelled at stop
@@ -243,20 +255,32 @@ class ActionRunner:
                 for plan in plans:
                     self._settle(ts, plan, 0, StopCancelled(), duration)
                 raise
-            errors = [asyncio.TimeoutError("timed out after %.0f s" % timeout)] * len(plans)
+            errors = [asyncio.TimeoutError("timed out after %.0f s" % timeout)] * count
         except Exception as e:
-            errors = [e] * len(plans)
+            errors = [e] * count
             log.debug("action %s batch traceback", action, exc_info=True)
         finally:
             self._tasks.discard(task)  # type: ignore[arg-type]
             if tick:
                 self._unwatch(tick, task)
-            status.action_executing_count -= len(plans)
-            self._ended(action, fires)
+            status.action_executing_count -= count
+            self._ended(action, count)
         duration = time.monotonic() - started
         settle = self._settle
         for plan, error in zip(plans, errors):
             settle(ts, plan, 0, error, duration)
+
+    def _prepare_batch(self, cls: type, fires: List[Any]) -> None:
+        """Gives an action's ``prepare_batch`` the fires prepared ahead of their second, so
+        it can get ready (parse, open connections) before they are due. Only a hint: a
+        failure here is logged and the fires go on."""
+        prepare = getattr(cls, "prepare_batch", None)
+        if prepare is None:
+            return
+        try:
+            prepare(fires)
+        except Exception as e:
+            log.warning("action %s prepare_batch failed: %s", cls.__name__, _describe(e))
 
     def _settle(self, ts: int, plan: Plan, attempt: int, error: Optional[BaseException],
                 duration: float) -> None:
@@ -307,18 +331,18 @@ class ActionRunner:
 
     async def _save_statuses(self, finished: List[Tuple[int, Plan, int, int, float,
                                                         Optional[str]]]) -> None:
-        """The plans' statuses after their final attempts, one after the other (a mem store does them all without
-        suspending; a network store one round trip each)."""
-        set_status = self.store.set_status
+        """The plans' statuses after their final attempts, in one store call (a mem store
+        writes them without suspending); then the failures' log lines, once their status
+        reads -1."""
+        statuses = [(plan.key, ts, outcome) for ts, plan, _, outcome, _, _ in finished
+                    if outcome]  # 0: a retry follows, the status is that of its final attempt
+        try:
+            await self.store.set_statuses(statuses)
+        except Exception as e:
+            self.status.store_error("set_status")
+            log.error("saving the status of %d fire(s) failed: %s", len(statuses), e)
         for ts, plan, _, outcome, _, error in finished:
-            if not outcome:
-                continue  # a retry follows: the plan's status is that of its final attempt
-            try:
-                await set_status(plan.key, ts, outcome)
-            except Exception as e:
-                self.status.store_error("set_status")
-                log.error("plan %s saving status %s failed: %s", plan.key, outcome, e)
-            if outcome < 0:  # logged once its status reads -1
+            if outcome < 0:
                 log.error("plan %s action %s at %s failed: %s", plan.key, plan.action, ts,
                           error)
 
@@ -375,7 +399,7 @@ class ActionRunner:
 
         def fire() -> None:
             self._retries.discard(handle)
-            self._start(plan.action, 1, self._execute, (ts, plan, attempt, None), True)
+            self._start(plan.action, 1, self._execute, (ts, plan, attempt, None), False)
 
         handle = IOLoop.current().call_later(delay, fire)
         self._retries.add(handle)

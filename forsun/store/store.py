@@ -25,7 +25,7 @@ again a second later, so nothing is skipped. A minimal complete store is
 
 import functools
 import inspect
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from ..plan import Plan
 from ..utils import maybe_await
@@ -35,7 +35,8 @@ CONTRACT_METHODS = (
     "init", "uninit", "get_current", "set_current", "get_plan", "set_plan", "remove_plan",
     "has_plan", "add_time_plan", "remove_time_plan", "get_time_plans", "delete_time_plans",
     "get_time_plan", "set_time_plan", "get_plan_keys", "count_plans", "get_plans",
-    "put_plan", "put_plans", "take_plan", "commit_fired", "set_status", "due_seconds",
+    "put_plan", "put_plans", "take_plan", "commit_fired", "set_status", "set_statuses",
+    "due_seconds",
 )
 
 
@@ -190,6 +191,13 @@ class Store:
         if plan is not None and plan.last_timeout == ts and plan.status != status:
             plan.status = status
             await self.set_plan(plan)
+
+    async def set_statuses(self, statuses: List[Tuple[str, int, int]]) -> None:
+        """:meth:`set_status` for each ``(key, ts, status)``, in order. The runner saves
+        the outcomes of a busy second's fires through it: a store that can write many in
+        one go overrides it."""
+        for key, ts, status in statuses:
+            await self.set_status(key, ts, status)
 
     async def due_seconds(self, first: int, last: int) -> Iterable[int]:
         """The seconds in [first, last] that may have plans due, in order.

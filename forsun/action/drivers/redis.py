@@ -39,6 +39,7 @@ a text up to its last quote is kept too, so texts that differ only in plain word
 """
 
 import asyncio
+import logging
 import math
 import re
 from collections import OrderedDict
@@ -104,6 +105,7 @@ BATCH_MAX = 1000
 PARSE_CACHE_SIZE = 4096
 PARSE_CACHE_MAX_TEXT = 4096
 
+log = logging.getLogger("forsun.action")
 _targets: Targets["_RedisTarget"] = Targets()
 _FAILED = object()
 
@@ -168,45 +170,36 @@ def split_commands(text: str) -> List[List[str]]:
     return commands
 
 
-_heads: "OrderedDict[str, Tuple[Tuple[str, ...], ...]]" = OrderedDict()
-
-
-def _split_cached(text: str) -> List[List[str]]:
-    """split_commands(text), reusing the split of the text up to its last quote when what
-    follows holds plain words only: texts that differ only there (the same script or JSON
-    value, then another key) split their quoted part once."""
-    cut = max(text.rfind("'"), text.rfind('"')) + 1
-    if cut == 0 or cut == len(text) or text[cut] not in " \t\r\n":
-        return split_commands(text)
-    tail = text[cut:]
-    if "\\" in tail or ";" in tail:
-        return split_commands(text)
-    head = text[:cut]  # ends a word: the character after it is a space
-    commands = _heads.get(head)
-    if commands is None:
-        commands = tuple(map(tuple, split_commands(head)))
-        if len(head) <= PARSE_CACHE_MAX_TEXT:
-            if len(_heads) >= PARSE_CACHE_SIZE:
-                _heads.popitem(last=False)
-            _heads[head] = commands
-    split = [list(command) for command in commands]
-    split[-1].extend(_PLAIN_WORDS.findall(tail))
-    return split
-
-
 # What _parse returns: (the commands if they must not be pipelined, else None; each command
 # packed in Redis' protocol; whether one of them changes the connection's state). Only tuples
 # of strings: the cyclic GC stops tracking them, so a full cache costs collections nothing.
 _Parsed = Tuple[Optional[Tuple[Tuple[str, ...], ...]], Tuple[bytes, ...], bool]
 _parsed: "OrderedDict[str, _Parsed]" = OrderedDict()
+# The head of a text up to its last quote -> (its arguments, packed without the array
+# header), or None when such a head cannot be extended by plain words (several commands,
+# a command that is not pipelined, unparsable).
+_heads: "OrderedDict[str, Optional[Tuple[int, bytes]]]" = OrderedDict()
 
 
 def _parse(text: str) -> _Parsed:
-    """``command`` split and packed, from the cache of recent texts if there."""
+    """``command`` split and packed, from the cache of recent texts if there.
+
+    Texts that differ only in plain words after their last quote (the same script or
+    JSON value, then a plan's own key: thousands of one-shot plans) reuse the packed
+    head: their own words are packed and appended, and nothing is cached per text."""
     parsed = _parsed.get(text)
     if parsed is not None:
         return parsed
-    commands = _split_cached(text)
+    packed = _pack_by_head(text)
+    if packed is not None:
+        return None, (packed,), False
+    parsed = _pack_commands(split_commands(text))
+    if len(text) <= PARSE_CACHE_MAX_TEXT:
+        _remember(_parsed, text, parsed)
+    return parsed
+
+
+def _pack_commands(commands: List[List[str]]) -> _Parsed:
     if not commands:
         raise ExecuteActionError("param 'command' holds no command")
     packed = []
@@ -230,12 +223,56 @@ def _parse(text: str) -> _Parsed:
             packed.append(_pack_args(args))
     except (TypeError, ValueError) as e:  # a lone surrogate, from a client's bad encoding
         raise ExecuteActionError("param 'command' cannot be sent: %s" % e) from None
-    parsed = (tuple(map(tuple, commands)) if alone else None, tuple(packed), stateful)
-    if len(text) <= PARSE_CACHE_MAX_TEXT:
-        if len(_parsed) >= PARSE_CACHE_SIZE:
-            _parsed.popitem(last=False)  # the oldest
-        _parsed[text] = parsed
-    return parsed
+    return (tuple(map(tuple, commands)) if alone else None, tuple(packed), stateful)
+
+
+def _pack_by_head(text: str) -> Optional[bytes]:
+    """The packed command of ``text`` from the packed head up to its last quote and the
+    plain words after it; None if the text is not of that shape (see :func:`_parse`)."""
+    cut = max(text.rfind("'"), text.rfind('"')) + 1
+    if cut == 0 or cut == len(text) or text[cut] not in " \t\r\n":
+        return None
+    tail = text[cut:]
+    if "\\" in tail or ";" in tail:
+        return None
+    head_text = text[:cut]  # ends a word: the character after it is a space
+    try:
+        head = _heads[head_text]
+    except KeyError:
+        head = _pack_head(head_text)
+        if len(head_text) <= PARSE_CACHE_MAX_TEXT:
+            _remember(_heads, head_text, head)
+    if head is None:
+        return None
+    count, packed_head = head
+    words = tuple(_PLAIN_WORDS.findall(tail))
+    try:
+        packed_words = _pack_args(words)  # b"*N\r\n" then the words: the header is redone
+    except (TypeError, ValueError):  # a lone surrogate: the full path says so
+        return None
+    total = count + len(words)
+    header = _ARRAY_HEADERS[total] if total < len(_ARRAY_HEADERS) else b"*%d\r\n" % total
+    return header + packed_head + packed_words[packed_words.index(b"\n") + 1:]
+
+
+_ARRAY_HEADERS = tuple(b"*%d\r\n" % count for count in range(64))
+
+
+def _pack_head(head_text: str) -> Optional[Tuple[int, bytes]]:
+    try:
+        alone, packed, _ = _pack_commands(split_commands(head_text))
+    except ExecuteActionError:
+        return None
+    if alone is not None or len(packed) != 1:
+        return None
+    header_end = packed[0].index(b"\r\n") + 2  # b"*N\r\n": N counts the head's arguments
+    return int(packed[0][1:header_end - 2]), packed[0][header_end:]
+
+
+def _remember(cache: "OrderedDict[str, Any]", text: str, value: Any) -> None:
+    if len(cache) >= PARSE_CACHE_SIZE:
+        cache.popitem(last=False)  # the oldest
+    cache[text] = value
 
 
 def _target(params: Dict[str, str]) -> "_RedisTarget":
@@ -255,25 +292,55 @@ _recent_targets: Dict[Tuple[Optional[str], ...], "_RedisTarget"] = {}
 RECENT_TARGETS_SIZE = 256
 
 
+def _target_of(params: Dict[str, str]) -> "_RedisTarget":
+    """:func:`_target`, through a small cache keyed by the params as plans hold them."""
+    get = params.get
+    where = (get("host"), get("port"), get("selected_db"), get("password"))
+    target = _recent_targets.get(where)
+    if target is None or target.closed:
+        target = _target(params)
+        if len(_recent_targets) >= RECENT_TARGETS_SIZE:
+            _recent_targets.clear()
+        _recent_targets[where] = target
+    return target
+
+
 class RedisAction(Action):
+    #: (the parsed command, its target), when prepare_batch got the fire ahead of its second
+    _ready: Optional[Tuple[_Parsed, "_RedisTarget"]] = None
+
     def execute(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
         """A plain function returning what to await: for the usual fire of one command, the
         future of its reply itself (no coroutine to make and step through)."""
-        params = self.params
-        alone, packed, stateful = _parse(required(params, "command"))
-        get = params.get
-        where = (get("host"), get("port"), get("selected_db"), get("password"))
-        target = _recent_targets.get(where)
-        if target is None or target.closed:
-            target = _target(params)
-            if len(_recent_targets) >= RECENT_TARGETS_SIZE:
-                _recent_targets.clear()
-            _recent_targets[where] = target
+        ready = self._ready
+        if ready is None or ready[1].closed:
+            params = self.params
+            alone, packed, stateful = _parse(required(params, "command"))
+            target = _target_of(params)
+        else:
+            (alone, packed, stateful), target = ready
         if alone is not None:
             return target.run_alone(alone, stateful)
         if len(packed) == 1:
             return target.send(packed[0])
         return _send_in_turn(target, packed)
+
+    @classmethod
+    def prepare_batch(cls, fires: List["RedisAction"]) -> None:
+        """Fires prepared ahead of their second: their commands are parsed now, and their
+        targets open a connection, so at the second a busy batch only has to be sent."""
+        warmed: Set[int] = set()
+        for fire in fires:
+            params = fire.params
+            try:
+                parsed = _parse(required(params, "command"))
+                target = _target_of(params)
+            except Exception:  # a bad param: its fire will say so
+                continue
+            fire._ready = (parsed, target)
+            if id(target) not in warmed:
+                warmed.add(id(target))
+                target.warm()
 
     @classmethod
     async def execute_batch(cls, fires: List["RedisAction"]) -> List[Optional[BaseException]]:
@@ -341,6 +408,7 @@ class _RedisTarget(SharedTarget):
         self._writers: Set[asyncio.Task] = set()  # each sends batches on its own connection
         self._starting = False  # a writer was started and has not taken its batch yet
         self._active = False  # counted in busy: commands pending or writers running
+        self._warming = False  # a connection is being opened ahead of fires
 
     def send(self, packed: bytes) -> asyncio.Future:
         """Queues one packed command; the future resolves once its reply came (an error reply
@@ -355,6 +423,28 @@ class _RedisTarget(SharedTarget):
             if len(self._writers) < self.size:
                 self._start_writer()
         return future
+
+    def warm(self) -> None:
+        """Opens a connection ahead of fires that are about to come (see prepare_batch),
+        unless batches are being written or a warm-up runs; it goes back to the pool open."""
+        if self._writers or self._warming or self.closed:
+            return
+        self._warming = True
+        self.busy += 1  # not closed for idleness meanwhile
+        self._loop.create_task(self._warm())
+
+    async def _warm(self) -> None:
+        try:
+            async with _timeout(self.timeout):
+                connection = await self.pool.get_connection()
+            await self.pool.release(connection)
+        except Exception as e:  # the fires will meet the same failure and report it
+            log.debug("%s: opening a connection ahead failed: %s", self.description, e)
+        finally:
+            self._warming = False
+            self.busy -= 1
+            self._last_used = IOLoop.current().time()
+            self._schedule()
 
     def _start_writer(self) -> None:
         self._starting = True
