@@ -20,12 +20,16 @@ How each figure is measured:
   ``--seconds`` (Thrift: ``ThriftClient.create_timeout``; HTTP: keep-alive ``PUT /v1/plan``
   with a JSON body). Server CPU per create is forsund's user+system CPU over the run
   divided by the plans created.
-- bulk: one client sends ``application/crontab`` bodies of ``--bulk-lines`` lines.
+- bulk: ``--bulk-clients`` processes (a connection each) send ``application/crontab``
+  bodies of ``--bulk-lines`` lines, ``--bulk-plans`` in all. Answers are checked without
+  decoding them (errcode 0, one plan per line, first and last keys), then ``plan_count``.
 - fire: N one-shot plans due in the same second T with the redis action, whose command
   (an EVAL) records Redis' own clock when it runs: first/last execution minus T.
 - precision: 1,000 plans firing every second while two processes create plans; a bench
-  extension action records ``time.time()`` when its ``execute`` starts; the figure is that
-  minus the due second.
+  extension action records ``time.time()`` when it starts, minus the due second: the target
+  figure with an action that takes fires in lists (``execute_batch``, as the redis action),
+  then with a per-fire ``execute``; then the redis action itself, by Redis' clock when the
+  command ran (1,000 EVALs take Redis itself about 12 ms to run here).
 - loop lag: forsund's IOLoop lag probe (``IOLOOP_LAG_PROBE_SECONDS=0.005``), the largest
   lateness it saw (``loop_lag_max_ms`` in ``info``) in each phase.
 - big: a dump file with ``--big-plans`` plans in the format forsund writes; time from
@@ -124,6 +128,17 @@ class ProbeAction(Action):
         _samples.append((self.ts, time.time()))
 
 
+class BatchProbeAction(ProbeAction):
+    """The same, for an action that takes a second's fires in lists (execute_batch, as the
+    redis action does): a fire starts when its list is handed over."""
+
+    @classmethod
+    async def execute_batch(cls, fires):
+        now = time.time()
+        _samples.extend((fire.ts, now) for fire in fires)
+        return [None] * len(fires)
+
+
 def _flush():
     if _samples:
         data = "".join("%d %.6f\\n" % sample for sample in _samples)
@@ -137,6 +152,7 @@ class BenchExtension(Extension):
 
     def register(self):
         self.register_action("benchprobe", ProbeAction)
+        self.register_action("benchbatchprobe", BatchProbeAction)
 
     def init(self):
         self._flusher = PeriodicCallback(_flush, 250)
@@ -489,12 +505,15 @@ def _redis_fire_creator(port: int, keys: List[str], fields: Tuple[int, ...], red
     results_queue.put(_pipelined(port, messages, Forsun.create_result))
 
 
-def _repeating_creator(port: int, keys: List[str], results_queue: Any) -> None:
+def _repeating_creator(port: int, keys: List[str], action: str, redis_port: int,
+                       results_queue: Any) -> None:
+    """Plans firing every second with ``action`` (redis: against ``redis_port``)."""
     from thrift.Thrift import TMessageType
     from forsun.servers.thrift.wire import encode_message
     from forsun.thriftapi import Forsun
     messages = [encode_message("createTimeout", TMessageType.CALL, n, Forsun.createTimeout_args(
-        key, 1, -1, -1, -1, -1, -1, 0, "benchprobe", {})) for n, key in enumerate(keys)]
+        key, 1, -1, -1, -1, -1, -1, 0, action,
+        redis_params(redis_port, key) if redis_port else {})) for n, key in enumerate(keys)]
     results_queue.put(_pipelined(port, messages, Forsun.createTimeout_result))
 
 
@@ -529,21 +548,98 @@ def utc_fields(ts: int) -> Tuple[int, ...]:
 # -- phases ------------------------------------------------------------------------------
 
 def crontab_body(prefix: str, start: int, count: int) -> bytes:
+    """An application/crontab body of ``count`` delay plans (keys ``prefix`` + number from
+    ``start``), due at least a week later so none fires during the bench."""
     return "".join("%s%010d */%d * */%d * * * http %s\n"
                    % (prefix, n, 1 + n % 3600, FAR_HOURS, URL % (n % 100000))
                    for n in range(start, start + count)).encode()
 
 
+# What every successful create answer starts with (forsun.servers.http.base), and what
+# starts each plan object in its data: inside JSON strings a quote is escaped, so this
+# text cannot occur there and counting it counts the plans.
+OK_ANSWER = b'{"errcode": 0, "errmsg": "", "data": '
+PLAN_START = b'{"key": '
+
+
 def send_bodies(port: int, bodies: List[bytes]) -> int:
+    """Sends crontab bodies one after another on one keep-alive connection; returns the
+    plans created. Each answer is checked without decoding its megabytes of JSON (that
+    cost the client more CPU than the server spent creating the plans): errcode 0, the
+    data a list of as many plans as the body has lines, and the body's first and last
+    keys among them."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     created = 0
-    for body in bodies:
-        connection.request("PUT", "/v1/plan", body, {"Content-Type": "application/crontab"})
-        answer = json.loads(connection.getresponse().read())
-        if answer["errcode"] != 0:
-            raise RuntimeError("bulk body refused: %s" % answer["errmsg"])
-        created += len(answer["data"]) if isinstance(answer["data"], list) else 1
+    try:
+        for body in bodies:
+            connection.request("PUT", "/v1/plan", body, {"Content-Type": "application/crontab"})
+            created += check_bulk_answer(body, connection.getresponse().read())
+    finally:
+        connection.close()
     return created
+
+
+def check_bulk_answer(body: bytes, answer: bytes) -> int:
+    """Plans created by a crontab body (see :func:`send_bodies`); raises when the answer is
+    not that of every line created."""
+    if not answer.startswith(OK_ANSWER):
+        raise RuntimeError("bulk body refused: %s" % json.loads(answer).get("errmsg"))
+    lines = body.count(b"\n") + (not body.endswith(b"\n"))
+    plans = answer.count(PLAN_START)
+    first_key = body.split(None, 1)[0]
+    last_key = body.rstrip(b"\n").rsplit(b"\n", 1)[-1].split(None, 1)[0]
+    is_list = answer[len(OK_ANSWER):len(OK_ANSWER) + 1] == b"["
+    if plans != lines or is_list != (lines > 1) or not answer.endswith(b"}]}" if is_list
+                                                                      else b"}}"):
+        raise RuntimeError("bulk answer holds %d plans for %d lines" % (plans, lines))
+    for key in (first_key, last_key):
+        if PLAN_START + json.dumps(key.decode()).encode() not in answer:
+            raise RuntimeError("bulk answer lacks the plan of key %r" % key)
+    return plans
+
+
+def _bulk_sender(port: int, bodies: List[Tuple[str, int, int]], barrier: Any,
+                 results_queue: Any) -> None:
+    """A bulk client process: makes its bodies (prefix, first number, lines), waits for
+    every client, sends them; answers (plans created, time.time() when done, error)."""
+    try:
+        made = [crontab_body(*spec) for spec in bodies]
+        barrier.wait(120)
+        created = send_bodies(port, made)
+        results_queue.put((created, time.time(), ""))
+    except Exception as e:  # answered, so the bench stops at once instead of waiting
+        barrier.abort()
+        results_queue.put((0, time.time(), "%s: %s" % (type(e).__name__, e)))
+
+
+def send_bodies_concurrently(port: int, bodies: List[Tuple[str, int, int]], clients: int,
+                             started: Callable[[], None]) -> Tuple[int, float]:
+    """Sends the bodies (specs for :func:`crontab_body`) from ``clients`` processes, each
+    on its own connection, spread evenly; calls ``started`` once every client has made
+    its bodies, right before they send. Returns (plans created, seconds from then until the
+    last answer)."""
+    clients = max(1, min(clients, len(bodies)))
+    barrier = multiprocessing.get_context("spawn").Barrier(clients + 1)
+    start = {}
+
+    def release() -> None:
+        try:
+            barrier.wait(120)
+        except threading.BrokenBarrierError:  # a client failed: its answer says why
+            return
+        start["at"] = time.time()
+        started()
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    answers = run_processes(_bulk_sender, [(port, bodies[i::clients], barrier)
+                                           for i in range(clients)])
+    releaser.join()
+    errors = [error for _, _, error in answers if error]
+    if errors:
+        raise RuntimeError("bulk client failed: %s" % errors[0])
+    return (sum(created for created, _, _ in answers),
+            max(end for _, end, _ in answers) - start["at"])
 
 
 def phase_memory(args: argparse.Namespace, base: str) -> None:
@@ -658,19 +754,23 @@ def phase_bulk(args: argparse.Namespace, base: str) -> None:
     daemon = Daemon(os.path.join(base, "bulk"))
     daemon.start()
     try:
-        send_bodies(daemon.http_port, [crontab_body("warmup", 0, 1000)])
+        warm = send_bodies(daemon.http_port, [crontab_body("warmup", 0, 1000)])
         n, per_body = args.bulk_plans, args.bulk_lines
-        bodies = [crontab_body("bulk", start, min(per_body, n - start))
-                  for start in range(0, n, per_body)]
-        cpu = daemon.cpu()
-        started = time.monotonic()
-        created = send_bodies(daemon.http_port, bodies)
-        took = time.monotonic() - started
-        cpu = daemon.cpu() - cpu
+        bodies = [("bulk", start, min(per_body, n - start)) for start in range(0, n, per_body)]
+        cpu = {}
+        created, took = send_bodies_concurrently(
+            daemon.http_port, bodies, args.bulk_clients,
+            lambda: cpu.setdefault("start", daemon.cpu()))
+        cpu = daemon.cpu() - cpu["start"]
+        held = int(daemon.info()["plan_count"])
+        if created != n or held != warm + n:
+            raise RuntimeError("bulk: %d plans answered and %d held, %d sent"
+                               % (created, held - warm, n))
         report("bulk_plans_per_s", "bulk: plans/s (HTTP application/crontab, %d lines a body)"
                % per_body, created / took, "/s", "%.0f")
-        note("%s plans in %.2f s, server CPU %.1f us a plan"
-             % (f"{created:,}", took, cpu / created * 1e6))
+        note("%s plans in %.2f s from %d client processes, server CPU %.1f us a plan; "
+             "plan_count checked" % (f"{created:,}", took, min(args.bulk_clients, len(bodies)),
+                                     cpu / created * 1e6))
         report("loop_lag_bulk", "loop lag max during bulk bodies", daemon.loop_lag_ms(), "ms",
                target="loop_lag_max_ms")
     finally:
@@ -755,38 +855,62 @@ def phase_fire(args: argparse.Namespace, base: str) -> None:
 
 
 def phase_precision(args: argparse.Namespace, base: str) -> None:
-    daemon = Daemon(os.path.join(base, "precision"), http=False)
+    """Every-second plans of an action that takes fires in lists (execute_batch, like the
+    redis action; the target figure), of a per-fire action, and of the redis action itself
+    (when Redis ran each command, by its own clock)."""
+    precision_run(args, base, "benchbatchprobe", None, "precision_p99_ms",
+                  "action started (execute_batch)")
+    precision_run(args, base, "benchprobe", None, "precision_p99_ms_single",
+                  "action started (per-fire execute)")
+    redis = Redis(os.path.join(base, "redis-precision"))
+    try:
+        precision_run(args, base, "redis", redis, "precision_p99_ms_redis",
+                      "redis action ran in Redis")
+    finally:
+        redis.stop()
+
+
+def precision_run(args: argparse.Namespace, base: str, action: str, redis: Optional[Redis],
+                  name: str, what: str) -> None:
+    daemon = Daemon(os.path.join(base, "precision-" + action), http=False)
     daemon.start()
     try:
         keys = ["probe%011d" % n for n in range(args.precision_plans)]
-        run_processes(_repeating_creator, [(daemon.port, keys[i::2]) for i in range(2)])
+        run_processes(_repeating_creator, [
+            (daemon.port, keys[i::2], action, redis.port if redis else 0) for i in range(2)])
         time.sleep(2.5)  # every probe plan is firing every second now
-        start_at = time.time() + 1.0
-        end_at = start_at + args.precision_seconds
+        start_at = int(time.time()) + 1
+        end_at = start_at + int(args.precision_seconds)
         counts = run_processes(_thrift_rate_creator, [
             (daemon.port, "pc%03d-" % i, start_at, end_at, args.precision_create_rate / 2)
             for i in range(2)]) if args.precision_create_rate else [0]
         time.sleep(max(0.0, end_at - time.time()) + 1.0)
-        lags = []
-        with open(daemon.fires_file) as fp:
-            for line in fp:
-                ts, started = line.split()
-                ts = int(ts)
-                if start_at <= ts and ts + 1 <= end_at:
-                    lags.append(float(started) - ts)
-        lags.sort()
-        seconds = len({int(line.split()[0]) for line in open(daemon.fires_file)})
+        if redis:
+            # each entry is "key seconds.micros", Redis' clock; the due second is the whole
+            # second it ran in (a fire a whole second late would show in the per-second
+            # counts below)
+            times = [float(entry.split()[1]) for entry in redis.client.lrange("fired", 0, -1)]
+            fires = [(int(t), t) for t in times]
+        else:
+            fires = [(int(line.split()[0]), float(line.split()[1]))
+                     for line in open(daemon.fires_file)]
+        lags = sorted(t - ts for ts, t in fires if start_at <= ts < end_at)
+        per_second = {}
+        for ts, _ in fires:
+            if start_at <= ts < end_at:
+                per_second[ts] = per_second.get(ts, 0) + 1
         if not lags:
             raise RuntimeError("no probe fired")
         p = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))] * 1000  # noqa: E731
-        report("precision_p99_ms", "precision: due second -> action start, p99", p(0.99), "ms")
-        note("p50 %.1f ms, p90 %.1f ms, max %.1f ms over %s fires (%d plans every second) "
-             "while %s plans were created at %.0f/s"
+        report(name, "precision: due second -> %s, p99" % what, p(0.99), "ms",
+               target="precision_p99_ms" if name == "precision_p99_ms" else None)
+        note("p50 %.1f ms, p90 %.1f ms, max %.1f ms over %s fires (%d plans every second; "
+             "fires per second %d-%d) while %s plans were created at %.0f/s"
              % (p(0.5), p(0.9), lags[-1] * 1000, f"{len(lags):,}", args.precision_plans,
-                f"{sum(counts):,}", sum(counts) / args.precision_seconds))
-        del seconds
-        report("loop_lag_precision", "loop lag max during precision", daemon.loop_lag_ms(), "ms",
-               target="loop_lag_max_ms")
+                min(per_second.values()), max(per_second.values()), f"{sum(counts):,}",
+                sum(counts) / args.precision_seconds))
+        report("loop_lag_" + name, "loop lag max during precision",
+               daemon.loop_lag_ms(), "ms", target="loop_lag_max_ms")
     finally:
         daemon.stop()
 
@@ -951,10 +1075,12 @@ def main() -> None:
                         help="calls each thrift/http client sends before reading replies")
     parser.add_argument("--bulk-plans", type=int, default=100_000)
     parser.add_argument("--bulk-lines", type=int, default=10_000)
+    parser.add_argument("--bulk-clients", type=int, default=2,
+                        help="bulk client processes sending bodies at once, a connection each")
     parser.add_argument("--burst", type=int, default=20_000)
     parser.add_argument("--big-burst", type=int, default=100_000)
     parser.add_argument("--precision-plans", type=int, default=1000)
-    parser.add_argument("--precision-seconds", type=float, default=20)
+    parser.add_argument("--precision-seconds", type=float, default=10)
     parser.add_argument("--precision-create-rate", type=float, default=2000,
                         help="creates/s going on meanwhile, from two client processes")
     parser.add_argument("--cache-dir", default="",
