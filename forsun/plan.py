@@ -119,13 +119,8 @@ class Plan:
         never arrive. Whether the action exists is the core's check (1006). Many plans made
         at one moment go through :class:`PlanBuilder`, which runs the same checks.
         """
-        if key.__class__ is not str or len(key) > 256:  # the checks' fast path, inline
-            key = _checked_key(key)
-        fields = _checked_fields(second, minute, hour, day, month, week)
-        if count.__class__ is not int or not 0 <= count <= I16_MAX:
-            count = _check_int("count", count, 0, I16_MAX)
-        if action.__class__ is not str or not action:
-            _check_action(action)
+        key, fields, count = _checked_args(key, second, minute, hour, day, month, week,
+                                           count, action)
         params = _check_params(params)
         is_time_out = bool(is_time_out)
         return cls(key or uuid.uuid4().hex, is_time_out, *fields, 0, count, 0,
@@ -224,6 +219,20 @@ class Plan:
         return "Plan(%s)" % ", ".join("%s=%r" % (name, getattr(self, name)) for name in FIELDS)
 
 
+def _checked_args(key: Any, second: Any, minute: Any, hour: Any, day: Any, month: Any,
+                  week: Any, count: Any, action: Any) -> Tuple[str, Tuple[int, ...], int]:
+    """The checks of :meth:`Plan.build` before the params, in order: (key, time fields,
+    count), or the 1007 error of the first bad argument."""
+    if key.__class__ is not str or len(key) > 256:  # the checks' fast path, inline
+        key = _checked_key(key)
+    fields = _checked_fields(second, minute, hour, day, month, week)
+    if count.__class__ is not int or not 0 <= count <= I16_MAX:
+        count = _check_int("count", count, 0, I16_MAX)
+    if action.__class__ is not str or not action:
+        _check_action(action)
+    return key, fields, count
+
+
 class PlanBuilder:
     """:meth:`Plan.build` for many plans created at one moment (the lines of a bulk body).
 
@@ -247,13 +256,8 @@ class PlanBuilder:
               hour: Any = -1, day: Any = -1, month: Any = -1, week: Any = -1,
               count: Any = 0, action: Any = "shell", params: Any = None) -> Plan:
         """``Plan.build(..., now=self.now, tz=self.tz, created_time=self.created_time)``."""
-        if key.__class__ is not str or len(key) > 256:
-            key = _checked_key(key)
-        fields = _checked_fields(second, minute, hour, day, month, week)
-        if count.__class__ is not int or not 0 <= count <= I16_MAX:
-            count = _check_int("count", count, 0, I16_MAX)
-        if action.__class__ is not str or not action:
-            _check_action(action)
+        key, fields, count = _checked_args(key, second, minute, hour, day, month, week,
+                                           count, action)
         params = _check_params(params, self._limit)
         is_time_out = bool(is_time_out)
         return Plan(key or uuid.uuid4().hex, is_time_out, *fields, 0, count, 0,
