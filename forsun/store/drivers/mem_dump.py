@@ -276,10 +276,7 @@ class DumpWriter:
         values = _unpackb(packed, raw=False, unicode_errors="surrogateescape")
         blob = _packer.pack(plan_blob(key, values))
         self.fp.write(blob)
-        if self.sync_every:
-            self._unsynced += len(blob) + len(packed)
-            if self._unsynced >= self.sync_every:
-                self.sync()
+        self._wrote(len(blob) + len(packed))
         self.count += 1
         next_time = values[_NEXT_TIME]
         keys = self.time_plans.get(next_time)
@@ -292,6 +289,14 @@ class DumpWriter:
         self._next_times.append(next_time)
         if len(self._keys) >= FAST_CHUNK:
             self._end_chunk()
+
+    def _wrote(self, size: int) -> None:
+        """Counts bytes written (to the dump or the chunk file) and syncs every
+        ``sync_every`` of them."""
+        if self.sync_every:
+            self._unsynced += size
+            if self._unsynced >= self.sync_every:
+                self.sync()
 
     def sync(self) -> None:
         """Pushes what was written so far to the disk (see ``sync_every``)."""
@@ -313,9 +318,11 @@ class DumpWriter:
         plans_bytes = plans_end - (self._count_at + 5)
         fp.write(_packer.pack("time_plans"))
         fp.write(_packer.pack_map_header(len(self.time_plans)))
-        for ts, keys in self.time_plans.items():
+        for ts, keys in self.time_plans.items():  # ~100 MB at ten million plans: synced too
             fp.write(_packer.pack(ts))
-            fp.write(_packer.pack(keys))
+            packed_keys = _packer.pack(keys)
+            fp.write(packed_keys)
+            self._wrote(len(packed_keys))
         fp.write(_packer.pack("current_time"))
         fp.write(_packer.pack(current_time))
         self._end_chunk()
@@ -329,12 +336,7 @@ class DumpWriter:
             if not data:
                 break
             fp.write(data)
-            if self.sync_every:
-                self._unsynced += len(data)
-                if self._unsynced >= self.sync_every:
-                    self._unsynced = 0
-                    fp.flush()
-                    os.fdatasync(fp.fileno())
+            self._wrote(len(data))
         self._chunks.close()
         end = fp.tell()
         fp.seek(self._count_at + 1)
