@@ -1012,6 +1012,9 @@ def phase_big(args: argparse.Namespace, base: str) -> None:
              % (f"{n:,}", os.path.getsize(daemon.store_file) / 1e9, time.monotonic() - started))
         if cache:
             shutil.copyfile(daemon.store_file, cache)
+    # the gigabytes just written are still being written back: flushed now, so the kernel's
+    # writeback of the bench's own files does not throttle forsund's journal during the run
+    os.sync()
     took = daemon.start(timeout=300)
     try:
         client = daemon.client()
