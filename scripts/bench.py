@@ -311,8 +311,7 @@ def _thrift_creator(port: int, prefix: str, start_at: float, end_at: float,
     from forsun.clients import ThriftClient
     client = ThriftClient(port=port, timeout=60)
     client.ping()
-    while time.time() < start_at:
-        time.sleep(0.001)
+    _wait_until(start_at)
     n = 0
     create = client.create_timeout
     step = 10 if rate else 50
@@ -336,59 +335,27 @@ def _thrift_pipelined_creator(port: int, prefix: str, start_at: float, end_at: f
     """createTimeout calls on one connection, ``depth`` sent before their replies are read
     (a Thrift client may send its next call before the last reply: forsund answers in
     order)."""
-    from thrift.Thrift import TMessageType
-    from thrift.transport.TTransport import TMemoryBuffer
-    from forsun.servers.thrift.wire import binary_protocol, encode_message
     from forsun.thriftapi import Forsun
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    while time.time() < start_at:
-        time.sleep(0.001)
+    pipe = _ThriftPipe(port)
+    _wait_until(start_at)
     n = errors = 0
-    pending = b""
     while time.time() < end_at:
-        batch = []
-        for _ in range(depth):
-            batch.append(encode_message("createTimeout", TMessageType.CALL, n,
-                                        Forsun.createTimeout_args(
-                                            "%s%010d" % (prefix, n), n % 3600, -1, FAR_HOURS,
-                                            -1, -1, -1, 1, "http",
-                                            {"url": URL % (n % 100000)})))
-            n += 1
-        sock.sendall(b"".join(batch))
-        replies = 0
-        while replies < depth:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                raise RuntimeError("forsund closed the connection")
-            pending += chunk
-            while pending:
-                transport = TMemoryBuffer(pending)
-                protocol = binary_protocol(transport, 1 << 24)
-                try:
-                    protocol.readMessageBegin()
-                    result = Forsun.createTimeout_result()
-                    result.read(protocol)
-                except Exception:
-                    break  # the rest of this reply is still on its way
-                if result.success is None:
-                    errors += 1
-                pending = pending[transport._buffer.tell():]
-                replies += 1
+        replies = pipe.call([_create_timeout_call(prefix, n + i) for i in range(depth)],
+                            Forsun.createTimeout_result)
+        errors += sum(1 for reply in replies if reply.success is None)
+        n += depth
+    pipe.close()
     results_queue.put((n, errors))
 
 
 def _thrift_count_creator(port: int, prefix: str, first: int, count: int, depth: int,
                           results_queue: Any) -> None:
     """``count`` createTimeout calls on one connection, pipelined ``depth`` deep."""
-    from thrift.Thrift import TMessageType
-    from forsun.servers.thrift.wire import encode_message
     from forsun.thriftapi import Forsun
     errors = 0
     for start in range(first, first + count, 20000):
-        messages = [encode_message("createTimeout", TMessageType.CALL, n, Forsun.createTimeout_args(
-            "%s%010d" % (prefix, n), n % 3600, -1, FAR_HOURS, -1, -1, -1, 1, "http",
-            {"url": URL % (n % 100000)})) for n in range(start, min(first + count, start + 20000))]
+        messages = [_create_timeout_call(prefix, n)
+                    for n in range(start, min(first + count, start + 20000))]
         errors += _pipelined(port, messages, Forsun.createTimeout_result, depth)
     results_queue.put(errors)
 
@@ -399,8 +366,7 @@ def _http_pipelined_creator(port: int, prefix: str, start_at: float, end_at: flo
     answers are read (HTTP/1.1 pipelining)."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    while time.time() < start_at:
-        time.sleep(0.001)
+    _wait_until(start_at)
     n = errors = 0
     buffer = b""
     while time.time() < end_at:
@@ -439,8 +405,7 @@ def _http_creator(port: int, prefix: str, start_at: float, end_at: float,
                   results_queue: Any) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     headers = {"Content-Type": "application/json"}
-    while time.time() < start_at:
-        time.sleep(0.001)
+    _wait_until(start_at)
     n = errors = 0
     while time.time() < end_at:
         for _ in range(20):
@@ -458,36 +423,67 @@ def _http_creator(port: int, prefix: str, start_at: float, end_at: float,
 def _pipelined(port: int, messages: List[bytes], result_cls: Any, depth: int = 32) -> int:
     """Sends encoded Thrift calls on one connection, ``depth`` at a time before reading
     their replies; returns how many replies carried an error."""
-    from thrift.transport.TTransport import TMemoryBuffer
-    from forsun.servers.thrift.wire import binary_protocol
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pipe = _ThriftPipe(port)
     errors = 0
-    pending = b""
     for start in range(0, len(messages), depth):
-        batch = messages[start:start + depth]
-        sock.sendall(b"".join(batch))
-        replies = 0
-        while replies < len(batch):
-            chunk = sock.recv(1 << 20)
+        replies = pipe.call(messages[start:start + depth], result_cls)
+        errors += sum(1 for reply in replies if getattr(reply, "err", None) is not None)
+    pipe.close()
+    return errors
+
+
+class _ThriftPipe:
+    """One Thrift connection on which calls are sent in batches, each batch's replies read
+    before the next is sent."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pending = b""
+
+    def call(self, messages: List[bytes], result_cls: Any) -> List[Any]:
+        """Sends the encoded calls at once; returns their replies, read as ``result_cls``."""
+        from thrift.transport.TTransport import TMemoryBuffer
+        from forsun.servers.thrift.wire import binary_protocol
+        self.sock.sendall(b"".join(messages))
+        replies: List[Any] = []
+        while len(replies) < len(messages):
+            chunk = self.sock.recv(1 << 20)
             if not chunk:
                 raise RuntimeError("forsund closed the connection")
-            pending += chunk
-            while pending:
-                transport = TMemoryBuffer(pending)
+            self.pending += chunk
+            while self.pending:
+                transport = TMemoryBuffer(self.pending)
                 protocol = binary_protocol(transport, 1 << 24)
                 try:
                     protocol.readMessageBegin()
                     result = result_cls()
                     result.read(protocol)
                 except Exception:
-                    break
-                if getattr(result, "err", None) is not None:
-                    errors += 1
-                pending = pending[transport._buffer.tell():]
-                replies += 1
-    sock.close()
-    return errors
+                    break  # the rest of this reply is still on its way
+                self.pending = self.pending[transport._buffer.tell():]
+                replies.append(result)
+        return replies
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _create_timeout_call(prefix: str, n: int) -> bytes:
+    """The encoded createTimeout call the create benchmarks send: plan ``prefix + n``, a
+    16-character key, the http action and a 30-character url."""
+    from thrift.Thrift import TMessageType
+    from forsun.servers.thrift.wire import encode_message
+    from forsun.thriftapi import Forsun
+    return encode_message("createTimeout", TMessageType.CALL, n, Forsun.createTimeout_args(
+        "%s%010d" % (prefix, n), n % 3600, -1, FAR_HOURS, -1, -1, -1, 1, "http",
+        {"url": URL % (n % 100000)}))
+
+
+def _wait_until(moment: float) -> None:
+    """Client processes start together: each waits for the same wall-clock moment."""
+    while time.time() < moment:
+        time.sleep(0.001)
 
 
 def _redis_fire_creator(port: int, keys: List[str], fields: Tuple[int, ...], redis_port: int,

@@ -45,6 +45,8 @@ from typing import Any, Iterator, List, Optional, Tuple
 import msgpack
 from tornado.ioloop import IOLoop, PeriodicCallback
 
+from .mem_dump import fsync_dir
+
 log = logging.getLogger("forsun.store")
 
 PUT, REMOVE, CURRENT, BATCH = 1, 2, 3, 4
@@ -178,7 +180,7 @@ class Journal:
         self._offset = 0
         self.since_rotation = 0
         directory = os.path.dirname(self.path) or "."
-        self._executor.submit(_fsync_dir, directory)
+        self._executor.submit(fsync_dir, directory)
         if self.fsync == "everysec" and self._periodic is None:
             self._periodic = PeriodicCallback(self._sync_if_dirty, 1000)
             self._periodic.start()
@@ -330,14 +332,6 @@ class Journal:
         except OSError as e:
             log.error("mem store journal %s: write failed: %s", self.path, e)
         self._kick_sync()
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_close(fd: int) -> None:
