@@ -5,6 +5,9 @@ import asyncio
 import errno
 import logging
 import os
+import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -311,6 +314,116 @@ async def test_fsync_everysec_syncs_within_a_second(tmp_path, monkeypatch):
             break
     assert synced and store._journal.synced == store._journal.written
     await store.uninit()
+
+
+async def settled(journal: mem_journal.Journal) -> None:
+    """Until the journal's thread has done everything handed to it, a switch included,
+    and the loop has taken in the results."""
+    if journal._switch is not None:
+        await asyncio.wait([journal._switch])
+    await asyncio.wrap_future(journal._executor.submit(int))
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_on_a_busy_disk_the_fsync_is_of_a_segment_no_longer_appended_to(tmp_path,
+                                                                             monkeypatch):
+    """ext4 makes an append wait while its file is written back for an fsync; with the disk
+    busy (a snapshot being written) appends move to a new segment before the old is synced,
+    and requests are answered while that fsync runs."""
+    path = tmp_path / "forsun.dump"
+    store = await open_store(path)
+    journal = store._journal
+    journal._periodic.stop()
+    loop = asyncio.get_running_loop()
+    fsync_running = asyncio.Event()
+    release = threading.Event()
+    fsynced = []
+    real_fsync = os.fsync
+
+    def held_fsync(fd):
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # not the directory's
+            fsynced.append(os.fstat(fd).st_ino)
+            loop.call_soon_threadsafe(fsync_running.set)
+            release.wait(5)
+        real_fsync(fd)
+
+    monkeypatch.setattr(mem_journal.os, "fsync", held_fsync)
+    await store.put_plan(plan("before", T0))
+    first = Path(journal.path)
+    journal.disk_busy = True
+    journal._sync_if_dirty()
+    # the switch the sync started, shared; an fsync in place would hold it up for 5 s
+    seq, _ = await asyncio.wait_for(journal.rotate(), 2)
+    assert seq == 2 and segments(path) == [first.name, "forsun.dump.journal.00000002"]
+    await fsync_running.wait()
+    assert fsynced == [first.stat().st_ino]
+    await store.put_plan(plan("during", T0))
+    assert journal.synced < journal.written  # answered with the fsync still held
+    assert b"during" in Path(journal.path).read_bytes() and b"during" not in first.read_bytes()
+    written_before = first.stat().st_size
+    release.set()
+    await settled(journal)
+    assert 0 < written_before <= journal.synced < journal.written
+    crash(store)
+    assert sorted(await recovered(path).get_plan_keys()) == ["before", "during"]
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_after_a_slow_fsync_the_next_sync_moves_to_a_new_segment(tmp_path, monkeypatch):
+    """A slow fsync means a busy disk whatever the cause; once fsyncs are fast again the
+    everysec sync stays in place, so a quiet daemon does not make a segment a second."""
+    monkeypatch.setattr(mem_journal, "SLOW_FSYNC_SECONDS", 0.05)
+    delay = [0.0]
+    real_fsync = os.fsync
+    monkeypatch.setattr(mem_journal.os, "fsync",
+                        lambda fd: (time.sleep(delay[0]), real_fsync(fd)))
+    path = tmp_path / "forsun.dump"
+    store = await open_store(path)
+    journal = store._journal
+    journal._periodic.stop()
+    seqs = []
+    for key, fsync_seconds in [("a", 0.0), ("b", 0.06), ("c", 0.0), ("d", 0.0)]:
+        delay[0] = fsync_seconds
+        await store.put_plan(plan(key, T0))
+        journal._sync_if_dirty()
+        await settled(journal)
+        assert journal.synced == journal.written
+        seqs.append(journal.seq)
+    assert seqs == [1, 1, 2, 2]  # after b's slow fsync, c's sync started segment 2
+    crash(store)
+    assert sorted(await recovered(path).get_plan_keys()) == ["a", "b", "c", "d"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_segment_that_cannot_be_created_fails_the_snapshot_not_the_journal(
+        tmp_path, monkeypatch):
+    path = tmp_path / "forsun.dump"
+    store = await open_store(path)
+    journal = store._journal
+    journal._periodic.stop()
+    real_open = os.open
+
+    def no_new_segment(name, *args, **kwargs):
+        if ".journal." in str(name):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(name, *args, **kwargs)
+
+    await store.put_plan(plan("a", T0))
+    with monkeypatch.context() as patch:
+        patch.setattr(mem_journal.os, "open", no_new_segment)
+        with pytest.raises(OSError, match="No space left"):
+            await store.flush()
+        journal.disk_busy = True
+        journal._sync_if_dirty()
+        await settled(journal)
+    journal.disk_busy = False
+    await store.put_plan(plan("b", T0))  # still appended to the first segment
+    assert segments(path) == ["forsun.dump.journal.00000001"] and journal.seq == 1
+    assert not os.path.exists(path)
+    await store.flush()  # works again once a segment can be made
+    assert segments(path) == ["forsun.dump.journal.00000002"]
+    crash(store)
+    assert sorted(await recovered(path).get_plan_keys()) == ["a", "b"]
 
 
 def test_unknown_fsync_policy_is_a_config_error(tmp_path):

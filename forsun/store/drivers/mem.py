@@ -247,11 +247,40 @@ class MemStore(Store):
         renamed the new dump into place deletes the journal segments it covers."""
         journal = self._journal
         assert journal is not None
-        seq = journal.rotate()
-        written = journal.written
+        try:
+            seq, written = await journal.rotate()
+        except OSError:
+            self._retry_after = time.monotonic() + RETRY_SECONDS
+            raise
         self._plans_changed = False
         self._last_snapshot_start = time.monotonic()
         started = time.monotonic()
+        journal.disk_busy = True  # the writer's gigabytes slow every fsync meanwhile
+        try:
+            code, message, count = await self._write_snapshot()
+        finally:
+            journal.disk_busy = False
+        if code != 0:
+            self._retry_after = time.monotonic() + RETRY_SECONDS
+            self._plans_changed = True
+            raise OSError("the snapshot writer for %s failed (exit status %d)%s"
+                          % (self.store_file, code, ": " + message if message else ""))
+        self.snapshot_count += 1
+        self._covered_written = written
+        self._old_segment_bytes = 0
+        try:
+            self._dump_size = os.path.getsize(self.store_file)
+        except OSError:
+            pass
+        covered = [path for number, path in list_segments(self.store_file) if number < seq]
+        if covered:
+            await IOLoop.current().run_in_executor(None, _unlink_all, covered)
+        log.info("mem store wrote %d plans to %s in %.1fs", count, self.store_file,
+                 time.monotonic() - started)
+
+    async def _write_snapshot(self) -> Tuple[int, str, int]:
+        """Streams every shard to a writer process; returns its exit status, what it said
+        on stderr and the number of plans sent."""
         env = dict(os.environ)
         env["PYTHONPATH"] = _PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
         process = await asyncio.create_subprocess_exec(
@@ -284,23 +313,7 @@ class MemStore(Store):
         finally:
             code = await process.wait()
             message = (await errors).decode("utf-8", "replace").strip()
-        if code != 0:
-            self._retry_after = time.monotonic() + RETRY_SECONDS
-            self._plans_changed = True
-            raise OSError("the snapshot writer for %s failed (exit status %d)%s"
-                          % (self.store_file, code, ": " + message if message else ""))
-        self.snapshot_count += 1
-        self._covered_written = written
-        self._old_segment_bytes = 0
-        try:
-            self._dump_size = os.path.getsize(self.store_file)
-        except OSError:
-            pass
-        covered = [path for number, path in list_segments(self.store_file) if number < seq]
-        if covered:
-            await IOLoop.current().run_in_executor(None, _unlink_all, covered)
-        log.info("mem store wrote %d plans to %s in %.1fs", count, self.store_file,
-                 time.monotonic() - started)
+        return code, message, count
 
     def journal_bytes(self) -> int:
         """Bytes of journal not covered by a snapshot yet."""

@@ -27,6 +27,16 @@ cache) before the request that made it is answered, so killing the process loses
 request waiting at that moment); ``no`` leaves flushing to the OS. fsync runs in a thread
 of its own, never on the IOLoop.
 
+Appends never wait behind a slow flush of their own file, when we can help it: while ext4
+writes a file back for an fsync it holds that file's locks, and an append to the same file
+waits for them, on the IOLoop, for as long as the disk is busy (60-80 ms per second while a
+10M-plan snapshot was being written). So when the disk is known to be busy (a snapshot is
+being written, or the last fsync took :data:`SLOW_FSYNC_SECONDS` or more), the everysec
+sync first moves appends to a new segment, created in the journal's thread, and fsyncs the
+one it leaves. That costs a segment per second only while the disk is busy; the next
+snapshot drops them. With ``always`` the fsync stays in place: every request waits for one
+anyway.
+
 Statuses of fires and the current second are not waited for: they are buffered and
 written within :data:`LAZY_FLUSH_SECONDS` (or with the next change), as losing them only
 means a status of 0 or a second handled again (which fires nothing twice: the plans
@@ -38,6 +48,7 @@ import logging
 import os
 import re
 import struct
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, List, Optional, Tuple
@@ -56,6 +67,9 @@ MAX_RECORD_BYTES = 256 * 1024 * 1024
 LAZY_FLUSH_SECONDS = 0.05
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 FSYNC_POLICIES = ("always", "everysec", "no")
+# An fsync at least this slow means the disk is busy: see "Appends never wait" above.
+SLOW_FSYNC_SECONDS = 0.01
+SEGMENT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
 _packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
 
@@ -144,8 +158,8 @@ def _decode(buffer: bytes, start: int, length: int, crc: int) -> Tuple[Any, str]
 class Journal:
     """Appends records to the newest segment; see the module docs.
 
-    Used from the IOLoop thread only; fsyncs and closes run on a private one-thread
-    executor, in submission order.
+    Used from the IOLoop thread only; fsyncs, closes and the creation of segments after the
+    first run on a private one-thread executor, in submission order.
     """
 
     def __init__(self, dump_path: str, fsync: str = "everysec"):
@@ -164,7 +178,10 @@ class Journal:
         self._lazy: List[bytes] = []
         self._lazy_handle: Any = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="forsun-journal")
-        self._syncing = False
+        self._syncing = 0  # fsyncs in flight whose end moves ``synced``
+        self._switch: Optional[asyncio.Future] = None  # the next segment, being created
+        self.disk_busy = False  # set by the store while a snapshot is written
+        self._fsync_slow = False  # the last fsync took SLOW_FSYNC_SECONDS or more
         self._waiters: List[Tuple[int, asyncio.Future]] = []
         self._periodic: Optional[PeriodicCallback] = None
         self.error: Optional[BaseException] = None  # the last failed fsync, for the log
@@ -172,34 +189,65 @@ class Journal:
     # -- life cycle ------------------------------------------------------------------------
 
     def open(self, seq: int) -> None:
-        """Starts writing segment ``seq`` (which must not exist yet)."""
-        self.seq = seq
-        self.path = segment_name(self.dump_path, seq)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
-                           | getattr(os, "O_CLOEXEC", 0), 0o644)
-        self._offset = 0
-        self.since_rotation = 0
-        directory = os.path.dirname(self.path) or "."
-        self._executor.submit(fsync_dir, directory)
+        """Starts writing segment ``seq`` (which must not exist yet), at start-up."""
+        self._use(seq, _create_segment(segment_name(self.dump_path, seq)))
         if self.fsync == "everysec" and self._periodic is None:
             self._periodic = PeriodicCallback(self._sync_if_dirty, 1000)
             self._periodic.start()
 
-    def rotate(self) -> int:
-        """Starts the next segment; returns the number of the new one. The old one is
-        fsynced and closed in the background."""
-        self.flush_lazy()
+    def _use(self, seq: int, fd: int) -> None:
+        self.seq = seq
+        self.path = segment_name(self.dump_path, seq)
+        self._fd = fd
+        self._offset = 0
+        self.since_rotation = 0
+
+    def rotate(self) -> "asyncio.Future[Tuple[int, int]]":
+        """Moves appends to the next segment, created in the journal's thread (appends go on
+        to the current one meanwhile), and fsyncs and closes the one it leaves there too.
+
+        Returns a future of (the new segment's number, :attr:`written` at the switch): every
+        record in an earlier segment was written before the switch. A switch already under
+        way is shared: it too happens after this call.
+        """
+        if self._switch is None:
+            loop = asyncio.get_running_loop()
+            self._switch = loop.create_future()
+            self._switch.add_done_callback(_retrieve)  # the periodic sync does not await it
+            seq = self.seq + 1
+            created = loop.run_in_executor(self._executor, _create_segment,
+                                           segment_name(self.dump_path, seq))
+            created.add_done_callback(lambda f: self._switched(seq, f))
+        return self._switch
+
+    def _switched(self, seq: int, created: asyncio.Future) -> None:
+        switch, self._switch = self._switch, None
+        assert switch is not None
+        error = created.exception() if not created.cancelled() else OSError("cancelled")
+        if error is not None:
+            log.error("mem store journal: cannot start segment %s: %s",
+                      segment_name(self.dump_path, seq), error)
+            switch.set_exception(OSError("cannot start a new mem store journal segment: %s"
+                                         % error))
+            self._kick_sync()  # the records written so far still get their fsync
+            return
+        fd = created.result()
+        if self._fd < 0:  # closed meanwhile (close waits for a switch, so only by a test)
+            os.close(fd)
+            switch.set_exception(OSError("the mem store journal is closed"))
+            return
         old_fd = self._fd
-        self._fd = -1
-        self._executor.submit(_fsync_close, old_fd)
-        self.open(self.seq + 1)
-        return self.seq
+        self._use(seq, fd)
+        self._start_sync(old_fd, close=True)
+        switch.set_result((seq, self.written))
 
     async def close(self) -> None:
         """Writes what is buffered, fsyncs and closes the segment."""
         if self._periodic is not None:
             self._periodic.stop()
             self._periodic = None
+        if self._switch is not None:
+            await asyncio.wait([self._switch])
         if self._fd < 0:
             return
         try:
@@ -208,7 +256,10 @@ class Journal:
             log.error("mem store journal %s: writing the last records failed: %s", self.path, e)
         fd, self._fd = self._fd, -1
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, _fsync_close, fd)
+        try:
+            await loop.run_in_executor(self._executor, _timed_fsync, fd, True)
+        except OSError as e:
+            log.error("mem store journal %s: fsync before closing failed: %s", self.path, e)
         self.synced = self.written
         self._wake_waiters()
         self._executor.shutdown(wait=True)
@@ -292,13 +343,20 @@ class Journal:
     def _kick_sync(self) -> None:
         if self._syncing or self._fd < 0 or self.synced >= self.written:
             return
-        self._syncing = True
-        target, fd = self.written, self._fd
-        future = asyncio.get_running_loop().run_in_executor(self._executor, os.fsync, fd)
+        self._start_sync(self._fd, close=False)
+
+    def _start_sync(self, fd: int, close: bool) -> None:
+        """fsyncs ``fd`` (then closes it) in the journal's thread; once done, everything
+        written so far counts as durable: the executor runs jobs in order, so an earlier
+        segment's fsync has ended before."""
+        self._syncing += 1
+        target = self.written
+        future = asyncio.get_running_loop().run_in_executor(self._executor, _timed_fsync, fd,
+                                                            close)
         future.add_done_callback(lambda f: self._synced_to(target, f))
 
     def _synced_to(self, target: int, future: asyncio.Future) -> None:
-        self._syncing = False
+        self._syncing -= 1
         error = future.exception()
         if error is not None:
             if self.error is None or str(error) != str(self.error):
@@ -311,6 +369,7 @@ class Journal:
             self._waiters = []
             return
         self.error = None
+        self._fsync_slow = future.result() >= SLOW_FSYNC_SECONDS
         self.synced = max(self.synced, target)
         self._wake_waiters()
         if self.fsync == "always" and self.synced < self.written:
@@ -327,20 +386,43 @@ class Journal:
         self._waiters = waiting
 
     def _sync_if_dirty(self) -> None:
+        """The everysec fsync; on a busy disk, of a segment no longer appended to."""
         try:
             self.flush_lazy()
         except OSError as e:
             log.error("mem store journal %s: write failed: %s", self.path, e)
-        self._kick_sync()
+        if self._syncing or self._switch is not None or self.synced >= self.written:
+            return
+        if self.disk_busy or self._fsync_slow:
+            self.rotate()
+        else:
+            self._kick_sync()
 
 
-def _fsync_close(fd: int) -> None:
-    if fd < 0:
-        return
+def _timed_fsync(fd: int, close: bool) -> float:
+    """fsyncs ``fd`` (and closes it if ``close``, whatever happens); returns how long the
+    fsync took."""
+    started = time.monotonic()
     try:
         os.fsync(fd)
-    except OSError as e:
-        log.error("mem store journal: fsync before closing a segment failed: %s", e)
     finally:
-        os.close(fd)
+        if close:
+            os.close(fd)
+    return time.monotonic() - started
 
+
+def _create_segment(path: str) -> int:
+    """Creates a segment and makes its directory entry durable; returns its descriptor."""
+    fd = os.open(path, SEGMENT_FLAGS, 0o644)
+    try:
+        fsync_dir(os.path.dirname(path) or ".")
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)  # so the next attempt can create it
+        raise
+    return fd
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
