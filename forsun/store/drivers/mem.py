@@ -10,7 +10,7 @@ with a 16-character key and a short http action):
   snapshot can take one small dict at a time.
 - ``_index``: a :class:`TimeIndex` (second -> keys due then) sharing the key strings of the
   shards. It is derived from the plans' next_time: rebuilt at load, never persisted on its
-  own. It may hold stale keys (see :mod:`.mem_index`).
+  own. Like the shards, it holds nothing the cyclic GC tracks (see :mod:`.mem_index`).
 - ``_current``: the last second the timer handled.
 
 Persistence (docs/persistence.md has the whole story):
@@ -360,17 +360,17 @@ class MemStore(Store):
         if old is None:
             shard[key] = packed
             self._count += 1
-            self._index.append(next_time, key)
+            self._index.add(next_time, key)
         else:
             old_next_time = packed_next_time(old)
             if old_next_time == next_time:
                 shard[key] = packed  # the dict keeps its key object, which the index holds
-                self._index.keep(next_time, key)
+                self._index.add(next_time, key)
             else:
                 del shard[key]  # re-inserted so dict and index share ``key``
                 shard[key] = packed
                 self._index.discard(old_next_time, key)
-                self._index.append(next_time, key)
+                self._index.add(next_time, key)
         self._plans_changed = True
         return old
 
@@ -442,10 +442,8 @@ class MemStore(Store):
         self._index.discard(next_time, key)
 
     async def get_time_plans(self, ts: int) -> List[str]:
-        """Keys indexed at ``ts``; some may be stale (a plan since removed or moved) or
-        repeated, which the core sorts out batch by batch as it reads the plans: doing it
-        here would cost a busy second a full pass over its keys before its first fire."""
-        return self._index.keys_at(ts, unique=False)
+        """Keys indexed at ``ts``, in the order they were indexed."""
+        return self._index.keys_at(ts)
 
     async def delete_time_plans(self, ts: int) -> None:
         self._index.drop(ts)
@@ -561,7 +559,7 @@ class MemStore(Store):
             else:  # the plan was due at ts: its index entry there goes with the second
                 del shard[key]
                 shard[key] = packed
-                index.append(next_time, key)
+                index.add(next_time, key)
         for key in removes:
             self._drop(key)
         self._plans_changed = True
