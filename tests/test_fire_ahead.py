@@ -104,6 +104,30 @@ async def test_changes_after_the_preparation_are_what_fires(tmp_path, recording,
 
 
 @pytest.mark.gen_test
+@pytest.mark.parametrize("action", ["record", "recordbatch"])
+async def test_a_key_the_store_lists_twice_is_prepared_and_fired_once(tmp_path, recording,
+                                                                     action):
+    core = await open_core(tmp_path)
+    keys = ["p%03d" % n for n in range(150)]
+    for key in keys:
+        await core.create_plan(plan(key, action))
+    listed = await core.store.get_time_plans(T)
+    # the repeats land in the first chunk and in later ones
+    core.store.get_time_plans = lambda ts: _done(listed[:10] + listed + listed[::-1])
+    core.clock.now = T - 0.1
+    await core._prepare(T)
+    assert core._prepared is not None
+    core.clock.now = T
+    assert await core.fire_second(T) == 150
+    assert await settled(core, 150) == [(T, key, "1") for key in keys]
+    await close_core(core)
+
+
+async def _done(value):
+    return value
+
+
+@pytest.mark.gen_test
 async def test_a_preparation_not_fired_in_time_is_dropped(tmp_path, recording):
     core = await open_core(tmp_path)
     for n in range(5):
