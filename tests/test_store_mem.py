@@ -386,6 +386,33 @@ async def test_the_index_of_a_busy_second_follows_moves_and_removals_exactly(tmp
 
 
 @pytest.mark.gen_test
+async def test_changes_to_a_busy_second_loaded_from_the_dump_fire_exactly(tmp_path):
+    """A loaded second keeps moved and removed keys of a long list (lazy removal); none
+    of them fires, and none fires twice."""
+    path = tmp_path / "forsun.dump"
+    store = await open_store(path)
+    ts = T0 + 100
+    keys = ["k%03d" % n for n in range(100)]
+    await store.put_plans([make_plan(key, ts) for key in keys])
+    await store.uninit()
+    store = await open_store(path)
+    for key in keys[:30]:
+        await store.put_plan(make_plan(key, ts + 1))
+    for key in keys[30:50]:
+        await store.take_plan(key)
+    for key in keys[50:60]:
+        await store.put_plan(make_plan(key, ts, params={"replaced": "yes"}))
+    for key in keys[:5]:
+        await store.put_plan(make_plan(key, ts))  # back again
+
+    listed = await store.get_time_plans(ts)  # may repeat keys and list stale ones
+    assert set(keys[:5] + keys[50:]) <= set(listed) and len(listed) < 2 * len(keys)
+    assert await due_keys(store, ts) == sorted(keys[:5] + keys[50:])
+    assert await store.get_time_plans(ts + 1) == keys[5:30]
+    await store.uninit()
+
+
+@pytest.mark.gen_test
 async def test_the_store_holds_nothing_the_cyclic_gc_must_walk(tmp_path):
     """Every full collection walks each tracked container's items: plans kept in lists
     made each one stall the IOLoop 70-85 ms at a million plans created at run time."""

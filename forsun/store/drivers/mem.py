@@ -1,6 +1,6 @@
 """The mem store: every plan in this process's memory, crash-safe on disk.
 
-Memory layout, chosen so tens of millions of plans fit in a few GB (about 230 bytes a plan
+Memory layout, chosen so tens of millions of plans fit in a few GB (about 250 bytes a plan
 with a 16-character key and a short http action):
 
 - ``_shards``: :data:`SHARDS` dicts key -> :meth:`Plan.pack` bytes, the dict chosen by
@@ -10,7 +10,8 @@ with a 16-character key and a short http action):
   snapshot can take one small dict at a time.
 - ``_index``: a :class:`TimeIndex` (second -> keys due then) sharing the key strings of the
   shards. It is derived from the plans' next_time: rebuilt at load, never persisted on its
-  own. Like the shards, it holds nothing the cyclic GC tracks (see :mod:`.mem_index`).
+  own. Apart from what a dump loaded, it holds nothing the cyclic GC tracks (see
+  :mod:`.mem_index`).
 - ``_current``: the last second the timer handled.
 
 Persistence (docs/persistence.md has the whole story):
@@ -366,7 +367,7 @@ class MemStore(Store):
             old_next_time = packed_next_time(old)
             if old_next_time == next_time:
                 shard[key] = packed  # the dict keeps its key object, which the index holds
-                self._index.add(next_time, key)
+                self._index.keep(next_time, key)
             else:
                 del shard[key]  # re-inserted so dict and index share ``key``
                 shard[key] = packed
@@ -443,7 +444,8 @@ class MemStore(Store):
         self._index.discard(next_time, key)
 
     async def get_time_plans(self, ts: int) -> List[str]:
-        """Keys indexed at ``ts``, in the order they were indexed."""
+        """Keys indexed at ``ts``, in the order they were indexed; a second loaded from the
+        dump may list stale or repeated keys, which the core sorts out batch by batch."""
         return self._index.keys_at(ts)
 
     async def delete_time_plans(self, ts: int) -> None:

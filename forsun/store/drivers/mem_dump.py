@@ -222,21 +222,24 @@ def _put(shard: Dict[str, bytes], index: TimeIndex, key: str, packed: bytes,
          next_time: int) -> None:
     if key in shard:  # a repeated key: the later plan wins, as in 0.1.x
         index.discard(packed_next_time(shard.pop(key)), key)
-    shard[key] = packed
-    index.add(next_time, key)
+        shard[key] = packed
+        index.add(next_time, key)
+    else:
+        shard[key] = packed
+        index.append(next_time, key)
 
 
 def _load_fast_chunk(chunk: bytes, shards: List[Dict[str, bytes]], index: TimeIndex) -> None:
     keys, packs, next_times = _unpackb(chunk, raw=False, unicode_errors="surrogateescape")
     mask = len(shards) - 1
-    add = index.add
+    append = index.append
     for key, packed, next_time in zip(keys, packs, next_times):
         shard = shards[hash(key) & mask]
         if key in shard:
             _put(shard, index, key, packed, next_time)
         else:
             shard[key] = packed
-            add(next_time, key)
+            append(next_time, key)
 
 
 # -- writing ----------------------------------------------------------------------------------
