@@ -360,13 +360,9 @@ async def test_periodic_flush_writes_changes(tmp_path):
 
 # -- the time index ------------------------------------------------------------------------
 
-@pytest.mark.gen_test
-async def test_the_index_of_a_busy_second_follows_moves_and_removals_exactly(tmp_path):
-    store = await open_store(tmp_path / "forsun.dump")
-    ts = T0 + 100
-    keys = ["k%03d" % n for n in range(100)]
-    for key in keys:
-        await store.put_plan(make_plan(key, ts))
+async def churn(store: MemStore, keys, ts: int) -> None:
+    """Moves keys[:30] to ts + 1, removes keys[30:50], replaces keys[50:60] in place and
+    brings keys[:5] back to ts (their turn then comes last)."""
     for key in keys[:30]:
         await store.put_plan(make_plan(key, ts + 1))
     for key in keys[30:50]:
@@ -374,7 +370,17 @@ async def test_the_index_of_a_busy_second_follows_moves_and_removals_exactly(tmp
     for key in keys[50:60]:
         await store.put_plan(make_plan(key, ts, params={"replaced": "yes"}))
     for key in keys[:5]:
-        await store.put_plan(make_plan(key, ts))  # back again: its turn comes last
+        await store.put_plan(make_plan(key, ts))
+
+
+@pytest.mark.gen_test
+async def test_the_index_of_a_busy_second_follows_moves_and_removals_exactly(tmp_path):
+    store = await open_store(tmp_path / "forsun.dump")
+    ts = T0 + 100
+    keys = ["k%03d" % n for n in range(100)]
+    for key in keys:
+        await store.put_plan(make_plan(key, ts))
+    await churn(store, keys, ts)
 
     assert await store.get_time_plans(ts) == keys[50:] + keys[:5]
     assert await due_keys(store, ts) == sorted(keys[:5] + keys[50:])
@@ -396,14 +402,7 @@ async def test_changes_to_a_busy_second_loaded_from_the_dump_fire_exactly(tmp_pa
     await store.put_plans([make_plan(key, ts) for key in keys])
     await store.uninit()
     store = await open_store(path)
-    for key in keys[:30]:
-        await store.put_plan(make_plan(key, ts + 1))
-    for key in keys[30:50]:
-        await store.take_plan(key)
-    for key in keys[50:60]:
-        await store.put_plan(make_plan(key, ts, params={"replaced": "yes"}))
-    for key in keys[:5]:
-        await store.put_plan(make_plan(key, ts))  # back again
+    await churn(store, keys, ts)
 
     listed = await store.get_time_plans(ts)  # may repeat keys and list stale ones
     assert set(keys[:5] + keys[50:]) <= set(listed) and len(listed) < 2 * len(keys)
