@@ -332,8 +332,9 @@ class Forsun:
             return
         store = self.store
         keys = list(await store.get_time_plans(ts))[:PREPARE_MAX_PLANS]
-        seen: Set[str] = set()  # a store may list a key twice; deduplicated chunk by chunk,
-        # as one pass over 100,000 keys takes the IOLoop for 25-35 ms
+        # a store may list a key twice: deduplicated chunk by chunk, as one pass over
+        # 100,000 keys holds the IOLoop for 25-35 ms
+        seen: Set[str] = set()
         if len(keys) > GC_HOLD_PLANS:
             self._hold_collector(True)  # let go when the second is fired or dropped
         chunks: List[Tuple[List[Plan], List[Any], Set[str], Any]] = []
