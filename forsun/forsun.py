@@ -186,7 +186,14 @@ class Forsun:
         return plan
 
     async def get_keys(self, prefix: str = "") -> List[str]:
-        return list(await self._read(self.store.get_plan_keys(prefix or "")))
+        """The keys starting with ``prefix``, for ``getKeys``, ``/v1/keys`` and ``ls``.
+
+        Trailing ``*``, space, tab and newline are stripped first, as 0.1.x's stores did
+        (``prefix.rstrip("\\n\\t *")``): scripts call ``ls *`` and ``getKeys("order_*")``.
+        Stripped here, once, so every interface and every store agree.
+        """
+        prefix = (prefix or "").rstrip("\n\t *")
+        return list(await self._read(self.store.get_plan_keys(prefix)))
 
     async def get_time_plans(self, ts: int) -> List[Plan]:
         """The plans due at second ``ts``; ``getTime``/``getCurrent``."""

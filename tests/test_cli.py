@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from typing import List
 from zoneinfo import ZoneInfo
 
@@ -254,3 +256,31 @@ def test_help_and_version_work_without_a_server():
     assert any(line.startswith("set KEY SECOND") for line in usages)
     assert ok(port, "help rm")[0] == "usage: rm KEY"
     assert ok(port, "version") == ["0.2.0"]
+
+
+@pytest.mark.parametrize("driver", ["mem", "redis"])
+def test_key_prefixes_lose_trailing_stars_and_blanks_everywhere(driver, request,
+                                                                forsund_factory):
+    """As 0.1.x's stores did (``rstrip("\\n\\t *")``), in Thrift, HTTP and ``ls`` alike."""
+    args = ["--server-mode", "AGENT"]
+    if driver == "redis":
+        server = request.getfixturevalue("redis_server")
+        args += ["--driver", "redis", "--driver-redis-port", str(server.port)]
+    daemon = forsund_factory(*args, http=True)
+    for key in ("order_1", "order_2", "other"):
+        ok(daemon.port, "set %s */300 * * * * * shell true" % key)
+    client = daemon.client()
+    try:
+        for prefix, keys in (("order_*", ["order_1", "order_2"]), ("*", ["order_1", "order_2",
+                             "other"]), ("o* \t\n", ["order_1", "order_2", "other"]),
+                             ("order_1*", ["order_1"]), ("*order", [])):
+            assert sorted(client.get_keys(prefix)) == keys, prefix
+            url = "http://127.0.0.1:%d/v1/keys?%s" % (
+                daemon.http_port, urllib.parse.urlencode({"prefix": prefix}))
+            with urllib.request.urlopen(url, timeout=10) as response:
+                assert sorted(json.load(response)["data"]) == keys, prefix
+    finally:
+        client.close()
+    listed = [split_plan_line(line)[1].split()[0] for line in ok(daemon.port, "ls order_*")]
+    assert listed == ["order_1", "order_2"]
+    assert len(ok(daemon.port, "ls *")) == 3

@@ -110,8 +110,7 @@ def _existing_plans(client: Any, keys: List[str]) -> Iterator[Any]:
 
 
 def _ls(context: Context, args: List[str]) -> None:
-    prefix = args[0] if args and args[0] != "*" else ""
-    keys = sorted(context.client.get_keys(prefix))
+    keys = sorted(context.client.get_keys(args[0] if args else ""))  # forsund strips "*"
     context.printer.plans(_existing_plans(context.client, keys))
 
 
