@@ -125,7 +125,10 @@ define("ACTION_RETRY_DELAY_RATE", 1.0, "delay grows by this rate per retry")
 define("ACTION_RETRY_MAX_COUNT", 3, "retries after the first attempt")
 define("ACTION_TIMEOUT", 120.0, "seconds an action may run before it counts as failed")
 define("ACTION_SHELL_CWD", "/tmp")
-define("ACTION_SHELL_TIMEOUT", 3600.0, "seconds a shell command may run before it is killed")
+define("ACTION_SHELL_TIMEOUT", 3600.0,
+       "seconds a shell command may run before it is killed (never past ACTION_TIMEOUT)")
+define("ACTION_SHELL_PASS_ENV", "",
+       "names of forsund's environment variables passed to shell commands, ';'-separated")
 define("ACTION_HTTP_MAX_CLIENTS", 64)
 define("ACTION_HTTP_CONNECT_TIMEOUT", 5.0)
 define("ACTION_HTTP_REQUEST_TIMEOUT", 120.0)

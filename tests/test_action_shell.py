@@ -76,13 +76,45 @@ async def test_shell_timeout_kills_the_whole_session(tmp_path, action_settings):
 
 
 async def test_runner_timeout_kills_the_command(tmp_path, make_runner):
-    """Shell's time limit is ACTION_SHELL_TIMEOUT (not ACTION_TIMEOUT); past it the whole
-    session is killed and the fire fails, not retried."""
+    """Past the smaller of ACTION_SHELL_TIMEOUT and ACTION_TIMEOUT the whole session is
+    killed and the fire fails, not retried."""
     runner = make_runner(ACTION_SHELL_TIMEOUT=0.3, ACTION_TIMEOUT=0.1)
     runner.fire("slow", "shell", {"cmd": "echo $$ > sh.pid; sleep 30", "cwd": str(tmp_path)})
     assert await runner.outcome("slow") == -1
     assert no_live_process(int((tmp_path / "sh.pid").read_text()), within=2)
     assert runner.status.action_retried_count == 0
+
+
+async def test_action_timeout_stops_shell_commands_and_their_children(tmp_path, make_runner):
+    """ACTION_TIMEOUT is every action's limit, shell's too, however long ACTION_SHELL_TIMEOUT
+    is: a command and the children it forked are killed at it."""
+    runner = make_runner(ACTION_SHELL_TIMEOUT=3600, ACTION_TIMEOUT=0.3)
+    started = time.monotonic()
+    runner.fire("sleepy", "shell", {"cmd": "sleep 1000 & echo $! > bg.pid; echo $$ > sh.pid;"
+                                            " sleep 1000", "cwd": str(tmp_path)})
+    assert await runner.outcome("sleepy") == -1
+    assert time.monotonic() - started < 5
+    for name in ("sh.pid", "bg.pid"):
+        assert no_live_process(int((tmp_path / name).read_text()), within=2), name
+
+
+async def test_commands_do_not_see_forsunds_environment(tmp_path, action_settings,
+                                                        monkeypatch):
+    """Secrets handed to forsund through its environment never reach a plan's command; only
+    the fixed base, ACTION_SHELL_PASS_ENV's names, the plan's env and FORSUN_TIMESTAMP do."""
+    monkeypatch.setenv("STORE_REDIS_PASSWORD", "s3cret")
+    monkeypatch.setenv("AUTH_TOKEN", "t0ken")
+    monkeypatch.setenv("PASSED_ONE", "yes")
+    action_settings.set("ACTION_SHELL_PASS_ENV", "PASSED_ONE;NOT_SET_ANYWHERE")
+    out = tmp_path / "env"
+    await shell(cmd="env > %s" % out, env="A=1;FORSUN_TIMESTAMP=forged").execute()
+    env = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert "s3cret" not in out.read_text() and "t0ken" not in out.read_text()
+    assert env["PASSED_ONE"] == "yes" and env["A"] == "1"
+    assert env["FORSUN_TIMESTAMP"] == "1700000000"
+    assert "NOT_SET_ANYWHERE" not in env
+    assert set(env) - {"PWD", "SHLVL", "_", "OLDPWD"} == {
+        "PATH", "HOME", "LANG", "PASSED_ONE", "A", "FORSUN_TIMESTAMP"}
 
 
 @pytest.mark.gen_test(timeout=30)

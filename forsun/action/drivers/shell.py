@@ -1,7 +1,13 @@
 """The ``shell`` action: runs ``cmd`` with /bin/sh, as forsun 0.1.x did.
 
-Params: ``cmd`` (required), ``cwd`` (default setting ACTION_SHELL_CWD), ``env`` (``a=1;b=c``,
-added to the daemon's environment). The fire's timestamp is in ``FORSUN_TIMESTAMP``. A non-zero
+Params: ``cmd`` (required), ``cwd`` (default setting ACTION_SHELL_CWD), ``env`` (``a=1;b=c``).
+The fire's timestamp is in ``FORSUN_TIMESTAMP``.
+
+The command does not inherit forsund's environment: secrets handed to forsund that way
+(``STORE_REDIS_PASSWORD``, ``AUTH_TOKEN``, ...) must not reach every plan's command, and 0.1.x
+passed none of it either. It gets a small fixed environment (``PATH``, ``HOME``, ``LANG``),
+the variables of forsund's that ACTION_SHELL_PASS_ENV names, the plan's ``env``, and
+``FORSUN_TIMESTAMP`` last, so no plan can fake it. A non-zero
 exit is a final failure (its last stderr bytes in the message), never retried; so is a ``cwd``
 that does not exist.
 
@@ -10,8 +16,8 @@ command it started in the background still holds stderr open (asyncio's ``Proces
 would wait for that pipe too): the exit comes from a SubprocessProtocol, and the pipe is
 closed only once those children close it (or forsund stops), so they do not get SIGPIPE.
 asyncio's child watcher reaps the shell, so no zombie is left. When the command runs longer
-than ACTION_SHELL_TIMEOUT, or the runner gives up on it, the whole session is killed with
-SIGKILL.
+than the smaller of ACTION_TIMEOUT and ACTION_SHELL_TIMEOUT (ACTION_TIMEOUT is documented as
+every action's limit), or the runner gives up on it, the whole session is killed with SIGKILL.
 """
 
 import asyncio
@@ -30,6 +36,24 @@ STDERR_GRACE_SECONDS = 0.2
 
 # Shells that exited while background children still hold their stderr; closed at stop.
 _lingering: Set[asyncio.SubprocessTransport] = set()
+
+
+# What every command gets, whatever forsund's own environment holds.
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def command_env(plan_env: str, ts: int) -> Dict[str, str]:
+    """The environment of one command: the fixed base, the passed-through variables, the
+    plan's ``env``, then ``FORSUN_TIMESTAMP``."""
+    env = {"PATH": BASE_PATH, "HOME": os.environ.get("HOME", "/"),
+           "LANG": os.environ.get("LANG", "C.UTF-8")}
+    for name in str(config.get("ACTION_SHELL_PASS_ENV") or "").replace(",", ";").split(";"):
+        name = name.strip()
+        if name and name in os.environ:
+            env[name] = os.environ[name]
+    env.update(parse_env(plan_env))
+    env["FORSUN_TIMESTAMP"] = str(ts)
+    return env
 
 
 def parse_env(text: str) -> Dict[str, str]:
@@ -71,15 +95,16 @@ class _Shell(asyncio.SubprocessProtocol):
             self.transport.close()
 
 
-class ShellAction(Action):
-    timeout_setting = "ACTION_SHELL_TIMEOUT"
+def shell_timeout() -> float:
+    """Seconds a command may run: ACTION_SHELL_TIMEOUT, but never past ACTION_TIMEOUT."""
+    return min(float(config.get("ACTION_TIMEOUT")), float(config.get("ACTION_SHELL_TIMEOUT")))
 
+
+class ShellAction(Action):
     async def execute(self, *args, **kwargs) -> None:
         cmd = required(self.params, "cmd")
         cwd = self.params.get("cwd") or config.get("ACTION_SHELL_CWD") or None
-        env = dict(os.environ)
-        env.update(parse_env(self.params.get("env", "")))
-        env["FORSUN_TIMESTAMP"] = str(self.ts)
+        env = command_env(self.params.get("env", ""), self.ts)
         loop = asyncio.get_running_loop()
         try:
             transport, shell = await loop.subprocess_shell(
@@ -90,12 +115,12 @@ class ShellAction(Action):
             raise ExecuteActionError("%r cannot start in %s: %s"
                                      % (cmd, cwd or "the daemon's directory", e.strerror or e)) \
                 from None
-        timeout = float(config.get("ACTION_SHELL_TIMEOUT"))
+        timeout = shell_timeout()
         try:
             await asyncio.wait_for(asyncio.shield(shell.exited), timeout)
         except asyncio.TimeoutError:
             await _kill(transport, shell)
-            raise ExecuteActionError("%r killed after %.0f s (ACTION_SHELL_TIMEOUT)"
+            raise ExecuteActionError("%r killed after %.0f s (ACTION_TIMEOUT / ACTION_SHELL_TIMEOUT)"
                                      % (cmd, timeout)) from None
         except asyncio.CancelledError:
             await _kill(transport, shell)
