@@ -105,7 +105,11 @@ class Timer:
         remaining = boundary - self.clock()
         if remaining > SPIN_SECONDS:
             await self._sleep(remaining - SPIN_SECONDS)
-        while not self._stopping and self.clock() < boundary:
+        # The spin is bounded by the monotonic clock: when the wall clock steps back while
+        # we sleep, spinning "until the boundary" would hold the IOLoop for the whole step
+        # (no request answered, no plan fired). Past the bound, the loop asks again.
+        spin_end = time.monotonic() + SPIN_SECONDS
+        while not self._stopping and self.clock() < boundary and time.monotonic() < spin_end:
             pass
 
     async def _wait_leader(self, leadership) -> None:
