@@ -80,6 +80,19 @@ def test_get_and_delete(api):
     assert api.error(1003, "DELETE", "/v1/plan?key=del:me")
 
 
+def test_unknown_and_read_only_fields_are_ignored_as_0_1_x_did(api):
+    """0.1.x clients send ``method``, or a plan object as GET answered it with a field
+    changed: the extra fields are ignored, the known ones still checked."""
+    got = api.ok("PUT", "/v1/plan", {"key": "resend", "seconds": 600,
+                                     "params": {"cmd": "true"}})
+    body = dict(got, seconds=120, method="createTimeout", next_time=1, current_count=7)
+    plan = api.ok("PUT", "/v1/plan", body)
+    assert plan["next_time"] - int(time.time()) in (119, 120, 121)
+    assert plan["current_count"] == 0 and plan["params"] == {"cmd": "true"}
+    assert api.ok("GET", "/v1/plan?key=resend") == plan
+    assert "must be an integer" in api.error(1007, "PUT", "/v1/plan", dict(body, seconds=[1]))
+
+
 def test_keys_with_and_without_prefix(api):
     for key in ("keys:a", "keys:b", "other:c"):
         api.ok("PUT", "/v1/plan", {"key": key, "seconds": 600})

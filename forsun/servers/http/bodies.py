@@ -63,10 +63,9 @@ def json_plan_args(body: bytes) -> PlanArgs:
 
 
 def _plan_args(fields: Mapping[str, Any]) -> PlanArgs:
-    unknown = [name for name in fields if name not in JSON_FIELDS]
-    if unknown:
-        raise InvalidArgumentError("unknown field %s; a plan has the fields %s"
-                                   % (json.dumps(unknown[0]), ", ".join(JSON_FIELDS)))
+    """The known fields of a body; unknown and read-only ones (``method``, or a whole plan
+    object as a GET answered it: ``next_time``, ``current_count``, ...) are ignored, as 0.1.x
+    ignored them and its clients send them."""
     values = {name: fields.get(name) for name in JSON_FIELDS}
     for name, value in values.items():
         if value is None:

@@ -74,8 +74,9 @@ def _plan_input() -> Schema:
                             "description": "registered action; default shell"}
     properties["params"] = {"oneOf": [PARAMS, {"type": "null"}],
                             "description": "the action's parameters"}
-    return {"type": "object", "additionalProperties": False, "properties": properties,
-            "description": "A missing or null field takes its default. For 0.1.x clients an "
+    return {"type": "object", "properties": properties,
+            "description": "A missing or null field takes its default; other fields are "
+                           "ignored, as 0.1.x ignored them. For 0.1.x clients an "
                            "integer may also be sent as a decimal string (\"5\")."}
 
 
