@@ -120,8 +120,8 @@ class ShellAction(Action):
             await asyncio.wait_for(asyncio.shield(shell.exited), timeout)
         except asyncio.TimeoutError:
             await _kill(transport, shell)
-            raise ExecuteActionError("%r killed after %.0f s (ACTION_TIMEOUT / ACTION_SHELL_TIMEOUT)"
-                                     % (cmd, timeout)) from None
+            raise ExecuteActionError("%r killed after %.0f s (ACTION_TIMEOUT / "
+                                     "ACTION_SHELL_TIMEOUT)" % (cmd, timeout)) from None
         except asyncio.CancelledError:
             await _kill(transport, shell)
             raise
